@@ -1,0 +1,42 @@
+"""Device selection shared by every command."""
+
+from __future__ import annotations
+
+import torch
+
+from aetool.errors import ConfigError
+
+__all__ = ["autocast_dtype", "resolve_device"]
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a :class:`torch.device`.
+
+    ``auto`` picks the first CUDA device when one is present, else the CPU.
+
+    Raises:
+        ConfigError: the spec is unknown or names a CUDA device that is absent.
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: no CUDA device is available here; use cpu or auto")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ConfigError(f"--device {spec}: only {n} CUDA device(s) present (cuda:0..{n - 1})")
+        return dev
+    raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype for a device: bf16 where supported, else fp16; None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,0 +1,181 @@
+"""The single-file model: safetensors tensors plus JSON metadata in the header.
+
+The header's ``__metadata__`` holds one key, ``aetool``, whose value is a JSON
+document: format name and version, ``arch`` and ``arch_args`` (enough to
+rebuild the module), ``preprocessing``, ``training`` and ``validation``
+records. Model weights are stored under ``model.``; an interrupted run also
+stores ``resume.*`` tensors (current weights, optimizer state, RNG state).
+Loading rebuilds the module from the metadata and loads tensors: nothing is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from aetool.errors import ModelFileError
+from aetool.models import AutoEncoder, create_model
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LoadedModel",
+    "atomic_path",
+    "load_model",
+    "read_metadata",
+    "save_model",
+]
+
+FORMAT = "aetool-model"
+FORMAT_VERSION = 1
+_META_KEY = "aetool"
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from its file, its metadata and the tensors not part of the module."""
+
+    model: AutoEncoder
+    metadata: dict[str, Any]
+    path: Path
+    extra: dict[str, torch.Tensor]
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.metadata.get("preprocessing", {})
+
+    def validation_scores(self, kind: str) -> list[float]:
+        """Sorted per-image validation scores of one kind (empty when absent)."""
+        return list(self.metadata.get("validation", {}).get("scores", {}).get(kind, []))
+
+
+class atomic_path:  # noqa: N801 - used like a function in a with-statement
+    """Context manager yielding a temp path in the target's folder, renamed over it on success."""
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: AutoEncoder,
+    metadata: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write the model atomically (temp file + rename) and return its path.
+
+    Args:
+        path: destination ``.safetensors`` file.
+        model: the module; its ``arch_args()`` are recorded.
+        metadata: the rest of the metadata (preprocessing, training, validation).
+        extra: more tensors to store under their own names (resume state).
+    """
+    meta = dict(metadata)
+    meta["format"] = FORMAT
+    meta["format_version"] = FORMAT_VERSION
+    meta["arch"] = type(model).arch_name  # type: ignore[attr-defined]
+    meta["arch_args"] = model.arch_args()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (extra or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    header = {_META_KEY: json.dumps(meta, separators=(",", ":"), allow_nan=False)}
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return target
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata of a model file, checked for format and version."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(
+            f"model file {path} not found; train one with `aetool train DIR` or pass --model"
+        )
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not a safetensors model file ({exc})") from None
+    return _parse_header(path, header)
+
+
+def _parse_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    if _META_KEY not in header:
+        raise ModelFileError(f"{path} is a safetensors file but not an aetool model")
+    try:
+        meta = json.loads(header[_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: the aetool metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is a safetensors file but not an aetool model")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{path}: the metadata has no format version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written in model format {version} by a newer aetool; this one reads "
+            f"format {FORMAT_VERSION} and older: upgrade aetool"
+        )
+    return meta
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a model from its file: architecture from the metadata, then the weights.
+
+    Raises:
+        ModelFileError: missing file, not an aetool model, newer format, or
+            tensors that do not match the recorded architecture.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        model = create_model(meta["arch"], **meta.get("arch_args", {}))
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path}: cannot rebuild architecture {meta.get('arch')!r}: {exc}"
+        ) from None
+    state: dict[str, torch.Tensor] = {}
+    extra: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            if key.startswith("model."):
+                state[key[len("model.") :]] = f.get_tensor(key)
+            else:
+                extra[key] = f.get_tensor(key)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ModelFileError(
+            f"{path}: the tensors do not match the {meta['arch']!r} architecture ({detail[:300]})"
+        ) from None
+    model.to(device).eval()
+    return LoadedModel(model=model, metadata=meta, path=path, extra=extra)
