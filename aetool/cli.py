@@ -28,14 +28,29 @@ from rich.progress import (
 from rich.table import Table
 
 from aetool import __version__
+from aetool.distributed import launched_by_torchrun, torchrun_command
+from aetool.distributed import teardown as dist_teardown
 from aetool.errors import AetoolError
 from aetool.images import load_images
 from aetool.modelfile import read_metadata
 from aetool.models import ModelConfig, list_models
 from aetool.output import make_err_console
-from aetool.training import EpochRecord, TrainCallback, TrainConfig, TrainResult, train
+from aetool.plots import reconstruction_grid, save_png
+from aetool.training import (
+    EpochRecord,
+    SampleGrids,
+    TrainCallback,
+    TrainConfig,
+    TrainResult,
+    train,
+)
 
 DEFAULT_MODEL = "aetool-model.safetensors"
+
+
+def sample_grid_path(model_path: Path) -> Path:
+    """Where the final reconstruction grid goes: beside the model, ``NAME.samples.png``."""
+    return model_path.with_name(model_path.name.removesuffix(".safetensors") + ".samples.png")
 
 
 class AetoolGroup(click.Group):
@@ -112,6 +127,7 @@ class RichTrainProgress(TrainCallback):
         self.console.print(
             f"Training [bold]{info['arch']}[/] ({info['params']:,} parameters) on "
             f"{info['train']} images, validating on {info['val']}, device {info['device']}"
+            + (f" x {info['world_size']} processes" if info.get("world_size", 1) > 1 else "")
             + (f"; {info['skipped']} unreadable file(s) skipped" if info["skipped"] else "")
         )
         if self.live:
@@ -132,7 +148,9 @@ class RichTrainProgress(TrainCallback):
             self.epoch_task = self.progress.add_task(
                 "epochs", total=self.epochs, completed=info["start_epoch"] - 1, status=""
             )
-            self.batch_task = self.progress.add_task("batches", total=info["batches_per_epoch"], status="")
+            self.batch_task = self.progress.add_task(
+                "batches", total=info["batches_per_epoch"], status=""
+            )
 
     def on_epoch_start(self, epoch: int, n_batches: int) -> None:
         self._t0, self._seen = time.perf_counter(), 0
@@ -172,7 +190,11 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
     best = t["best_epoch"]
     hist = t["history"]
     table.add_row("model", str(path))
-    table.add_row("architecture", f"{result.metadata.get('arch', '')} {t['model_config']['arch']}".strip())
+    if sample_grid_path(path).exists():
+        table.add_row("reconstructions", str(sample_grid_path(path)))
+    table.add_row(
+        "architecture", f"{result.metadata.get('arch', '')} {t['model_config']['arch']}".strip()
+    )
     table.add_row("images", f"{t['train_count']} train / {t['val_count']} validation")
     if t["skipped"]:
         table.add_row("skipped", f"{len(t['skipped'])} unreadable file(s)")
@@ -184,7 +206,8 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
         vl = hist["val_loss"][best - 1]
         table.add_row(
             "loss at best",
-            f"train {hist['train_loss'][best - 1]:.5f}" + (f", val {vl:.5f}" if vl is not None else ""),
+            f"train {hist['train_loss'][best - 1]:.5f}"
+            + (f", val {vl:.5f}" if vl is not None else ""),
         )
     if v.get("summary", {}).get("mse"):
         s = v["summary"]["mse"]
@@ -196,34 +219,95 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
 
 @cli.command("train")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL,
-              show_default=True, help="Model file to write.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model file to write.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
-@click.option("--arch", default="conv", show_default=True,
-              help=f"Architecture: {', '.join(list_models())}.")
+@click.option(
+    "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
+)
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Held-out share of the images for early stopping and threshold statistics.")
-@click.option("--patience", type=click.IntRange(0), default=10, show_default=True,
-              help="Stop after this many epochs without validation improvement (0: never).")
+@click.option(
+    "--val-split",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Held-out share of the images for early stopping and threshold statistics.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Stop after this many epochs without validation improvement (0: never).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
-@click.option("--noise", default=None, help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P.")
+@click.option(
+    "--noise", default=None, help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P."
+)
 @click.option("--sparsity", default=None, help="KL sparsity penalty BETA[:RHO] on the latent.")
-@click.option("--contractive", type=click.FloatRange(0), default=0.0, help="Contractive penalty weight.")
-@click.option("--image-size", default=None, help="N or HxW (default: the images' common size, else 64x64).")
-@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Force grayscale or RGB.")
-@click.option("--resize", type=click.Choice(["stretch", "crop"]), default="stretch", show_default=True)
-@click.option("--alpha-background", type=click.Choice(["black", "white"]), default="black", show_default=True,
-              help="Background for transparent pixels.")
-@click.option("--patch-size", type=click.IntRange(8), default=None,
-              help="Train on random square patches of native-size images (fully convolutional archs).")
+@click.option(
+    "--contractive", type=click.FloatRange(0), default=0.0, help="Contractive penalty weight."
+)
+@click.option(
+    "--image-size", default=None, help="N or HxW (default: the images' common size, else 64x64)."
+)
+@click.option(
+    "--channels", type=click.Choice(["1", "3"]), default=None, help="Force grayscale or RGB."
+)
+@click.option(
+    "--resize", type=click.Choice(["stretch", "crop"]), default="stretch", show_default=True
+)
+@click.option(
+    "--alpha-background",
+    type=click.Choice(["black", "white"]),
+    default="black",
+    show_default=True,
+    help="Background for transparent pixels.",
+)
+@click.option(
+    "--patch-size",
+    type=click.IntRange(8),
+    default=None,
+    help="Train on random square patches of native-size images (fully convolutional archs).",
+)
 @click.option("--patches-per-epoch", type=click.IntRange(1), default=None)
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run stored in --output.")
+@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write a reconstruction grid per epoch into this folder.")
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="Mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler.",
+)
+@click.option(
+    "--compile",
+    is_flag=True,
+    help="torch.compile the model for training (pays off on GPUs; see BENCHMARKS.md).",
+)
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Data-parallel training: re-run this command under torchrun with --nproc processes "
+    "(implied when launched by torchrun).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes for --distributed (default: one per GPU); implies --distributed.",
+)
 @common_options
 def train_cmd(
     inputs: tuple[Path, ...],
@@ -237,13 +321,29 @@ def train_cmd(
     alpha_background: str,
     strict: bool,
     resume: bool,
+    samples: Path | None,
     quiet: bool,
+    distributed: bool,
+    nproc: int | None,
     **train_args: Any,
 ) -> None:
-    """Train an autoencoder on folders of normal images; print the model path."""
-    console = make_err_console(quiet)
+    """Train an autoencoder on folders of normal images; print the model path.
+
+    Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m aetool train ...``
+    (or ``--distributed --nproc N`` on one machine) trains with
+    DistributedDataParallel; rank 0 reports, writes the model and prints its path.
+    """
+    if (distributed or nproc) and not launched_by_torchrun():
+        _relaunch_under_torchrun(click.get_current_context(), nproc, train_args["device"])
+        return
+    rank = int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+    if launched_by_torchrun():  # train() joins the process group; leave it on the way out
+        click.get_current_context().call_on_close(dist_teardown)
+    console = make_err_console(quiet or rank != 0)
     if output.exists() and not (overwrite or resume):
-        raise click.UsageError(f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere")
+        raise click.UsageError(
+            f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere"
+        )
     if resume and not output.exists():
         raise click.UsageError(f"--resume: {output} does not exist")
     cfg = TrainConfig(**train_args)
@@ -263,11 +363,18 @@ def train_cmd(
         images,
         mcfg,
         cfg,
-        [RichTrainProgress(console, cfg.epochs)],
+        [RichTrainProgress(console, cfg.epochs)] + ([SampleGrids(samples)] if samples else []),
         resume_from=output if resume else None,
     )
+    if rank != 0:
+        return  # rank 0 writes the model file and prints its path
     result.metadata["training"]["data"] = [str(p.resolve()) for p in inputs]
     path = result.save(output)
+    if result.samples:
+        grid = reconstruction_grid(
+            result.samples["inputs"], result.samples["recons"], result.samples.get("noisy")
+        )
+        save_png(grid, sample_grid_path(path))
     _train_summary(console, result, path)
     click.echo(str(path))
     if result.interrupted:
@@ -276,6 +383,52 @@ def train_cmd(
             f"`aetool train {' '.join(map(str, inputs))} -o {output} --resume`"
         )
         sys.exit(130)
+
+
+def _relaunch_under_torchrun(ctx: click.Context, nproc: int | None, device: str) -> None:
+    """Run this ``train`` command again under torchrun; pass on its stdout and exit status."""
+    import subprocess
+
+    import torch
+
+    if nproc is None:
+        if device == "cpu" or not torch.cuda.is_available():
+            raise click.UsageError("--distributed without a GPU needs --nproc N (processes)")
+        nproc = torch.cuda.device_count()
+    cmd = torchrun_command(nproc, ["train", *_command_args(ctx, skip={"distributed", "nproc"})])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    click.echo(proc.stdout, nl=False)
+    if proc.returncode:
+        sys.exit(proc.returncode)
+
+
+def _command_args(ctx: click.Context, skip: set[str]) -> list[str]:
+    """Rebuild a command line from the parameters given (not those left at their defaults)."""
+    from click.core import ParameterSource
+
+    opts: list[str] = []
+    args: list[str] = []
+    for p in ctx.command.params:
+        if p.name is None or p.name in skip:
+            continue
+        value = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            args += [str(v) for v in (value if p.nargs != 1 else [value])]
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if value is None or source in (None, ParameterSource.DEFAULT):
+            continue
+        if not isinstance(p, click.Option):
+            continue
+        name = max(p.opts, key=len)
+        if p.is_flag:
+            off = max(p.secondary_opts, key=len) if p.secondary_opts else None
+            flag = name if value else off
+            opts += [flag] if flag else []
+        else:
+            for v in value if p.multiple else [value]:
+                opts += [name, str(v)]
+    return [*opts, "--", *args]
 
 
 def _warn_skipped(console: Any, skipped: list[Any]) -> None:
@@ -292,7 +445,9 @@ def _load_with_progress(console: Any, inputs: Any, **kwargs: Any) -> Any:
             console=console, redirect_stdout=False, redirect_stderr=False, transient=True,
         ) as prog:  # fmt: skip
             task = prog.add_task("decode", total=None)
-            images = load_images(inputs, progress=lambda d, n: prog.update(task, completed=d, total=n), **kwargs)
+            images = load_images(
+                inputs, progress=lambda d, n: prog.update(task, completed=d, total=n), **kwargs
+            )
     else:
         images = load_images(inputs, **kwargs)
     _warn_skipped(console, images.skipped)
@@ -365,7 +520,9 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
     from aetool.demo import run_demo
 
     console = make_err_console(quiet)
-    summary = run_demo(directory, console=console, device=device, epochs=epochs, progress=RichTrainProgress)
+    summary = run_demo(
+        directory, console=console, device=device, epochs=epochs, progress=RichTrainProgress
+    )
     table = Table(title="aetool demo: what was produced", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -373,3 +530,821 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
         table.add_row(key, str(value))
     console.print(table)
     click.echo(str(directory / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------
+# score
+
+
+def _score_stdin_is_terminal() -> bool:
+    """Whether stdin is an interactive terminal (tests monkeypatch this)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _score_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from aetool.scoring import parse_threshold
+
+    try:
+        return parse_threshold(value)
+    except AetoolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _score_shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from aetool.sharding import parse_shard
+
+    try:
+        return parse_shard(value)
+    except AetoolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _score_inputs(inputs: tuple[str, ...]) -> list[str]:
+    """INPUTs, with ``-`` (or no INPUT and piped stdin) read as newline-separated paths."""
+    from aetool.images import read_path_list
+
+    if not inputs:
+        if _score_stdin_is_terminal():
+            raise click.UsageError(
+                "pass image files or folders to score (for example `aetool score test/`), "
+                "or pipe newline-separated paths: `find new/ -name '*.png' | aetool score`"
+            )
+        inputs = ("-",)
+    if inputs.count("-") > 1:
+        raise click.UsageError("'-' (paths from stdin) can be given only once")
+    out: list[str] = []
+    for item in inputs:
+        if item == "-":
+            paths = read_path_list(click.get_text_stream("stdin"))
+            if not paths:
+                raise click.UsageError("no image paths were read from stdin")
+            out.extend(paths)
+        else:
+            out.append(item)
+    return out
+
+
+def _fmt_metric(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _score_report_table(console: Any, report: dict[str, Any]) -> None:
+    c = report["counts"]
+    t = report["threshold"]
+    table = Table(title="Scoring summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("model", str(report.get("model")))
+    score_note = " (clean inputs, denoising model)" if report.get("denoising_model") else ""
+    table.add_row("score", f"{report['score_kind']}{score_note}")
+    images = f"{c['scored']} scored, {c['unreadable']} unreadable"
+    if c.get("missing"):
+        images += f" (of which {c['missing']} missing)"
+    if report.get("shard"):
+        images += f"; shard {report['shard']} of {c.get('found')} images found"
+    if c.get("excluded_masks"):
+        images += f"; {c['excluded_masks']} ground_truth mask files not scored"
+    table.add_row("images", images)
+    table.add_row("threshold", f"{t['value']:.6g} ({t['rule']}) decides is_anomaly")
+    pct = 100 * c["anomalies"] / c["scored"] if c["scored"] else 0.0
+    table.add_row("flagged", f"{c['anomalies']} anomalous ({pct:.1f}%), {c['normal']} normal")
+    lab = report["labels"]
+    m = report.get("metrics")
+    if m:
+        table.add_row(
+            "labels",
+            f"{lab['normal']} normal, {lab['anomalous']} anomalous from the {lab['source']}"
+            + (f", {c['scored'] - lab['known']} unknown" if c["scored"] - lab["known"] else ""),
+        )
+        table.add_row(
+            "ROC AUC / AP", f"{_fmt_metric(m['roc_auc'])} / {_fmt_metric(m['average_precision'])}"
+        )
+        table.add_row(
+            "at threshold",
+            f"F1 {_fmt_metric(m['f1'])}, precision {_fmt_metric(m['precision'])}, "
+            f"recall {_fmt_metric(m['recall'])}",
+        )
+        cm = m["confusion"]
+        table.add_row(
+            "confusion",
+            f"TN {cm['tn']}  FP {cm['fp']}  FN {cm['fn']}  TP {cm['tp']}  (label x flag)",
+        )
+        b = report.get("best_f1")
+        if b:
+            bm = b["metrics"]
+            table.add_row(
+                "F1-optimal",
+                f"{b['value']:.6g}: F1 {_fmt_metric(bm['f1'])}, precision "
+                f"{_fmt_metric(bm['precision'])}, recall {_fmt_metric(bm['recall'])} "
+                "(reported only; the threshold above decides)",
+            )
+    px = report.get("pixel")
+    if px:
+        table.add_row(
+            "pixel ROC AUC",
+            f"{_fmt_metric(px['roc_auc'])} ({px['images_with_masks']} masks, "
+            f"{px['images']} images, {px['map']} maps)",
+        )
+    console.print(table)
+
+
+@cli.command("score")
+@click.argument("inputs", nargs=-1, type=str)
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Model file [default: $AETOOL_MODEL, else {DEFAULT_MODEL}, as written by aetool train].",
+)
+@click.option(
+    "--score",
+    "score_kind",
+    type=click.Choice(["mse", "ssim", "max-local"]),
+    default="mse",
+    show_default=True,
+    help="mse: mean squared error in [0,1] pixel units; ssim: 1 - mean SSIM; "
+    "max-local: max of the 5x5-smoothed squared-error map.",
+)
+@click.option(
+    "-t",
+    "--threshold",
+    default="auto",
+    show_default=True,
+    callback=_score_threshold_option,
+    help="auto (median + 4*1.4826*MAD of the model's validation scores), a number, "
+    "a validation percentile such as p99.5, or mean + K std such as 3sigma.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "table"]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the summary report as JSON to this file.",
+)
+@click.option(
+    "--fail-on-anomaly", is_flag=True, help="Exit with status 3 when any image is flagged."
+)
+@click.option(
+    "--heatmaps",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write an error-map overlay PNG per image here, mirroring the input paths.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV with path,label columns; replaces labels from the folder layout.",
+)
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
+)
+@click.option(
+    "--shard", default=None, callback=_score_shard_option, help="Score only shard I of N (I/N)."
+)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable or missing file.")
+@common_options
+def score_cmd(
+    inputs: tuple[str, ...],
+    model: Path | None,
+    score_kind: str,
+    threshold: Any,
+    fmt: str,
+    report_path: Path | None,
+    fail_on_anomaly: bool,
+    heatmaps: Path | None,
+    labels_path: Path | None,
+    masks_dir: Path | None,
+    shard: tuple[int, int] | None,
+    batch_size: int,
+    strict: bool,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Score images for anomalies; one row per image on stdout.
+
+    INPUTs are image files and folders (recursive). `-`, or piped stdin with no
+    INPUT, reads newline-separated paths:
+
+        find new/ -name '*.png' | aetool score --threshold auto
+
+    Columns: path, score, threshold, is_anomaly (score > threshold),
+    percentile (rank among the model's validation scores), label (when known
+    from the folder layout or --labels), error (why a file could not be
+    scored; its score is empty), score_kind, rule (how the threshold was set).
+    Labels from folders: images under good/normal/ok are 0, their sibling
+    folders 1 (MVTec-AD, anomalib Folder). The report goes to stderr.
+    """
+    from aetool.devices import resolve_device
+    from aetool.modelfile import atomic_path, load_model
+    from aetool.output import RowWriter
+    from aetool.scorer import score_images
+    from aetool.scoring import read_labels_csv
+
+    console = make_err_console(quiet)
+    paths = _score_inputs(inputs)
+    dev = resolve_device(device)
+    loaded = load_model(model or _default_model(), device=dev)
+    labels = read_labels_csv(labels_path) if labels_path is not None else None
+    warned = [0]
+
+    def warn(path: str, reason: str) -> None:
+        warned[0] += 1
+        if warned[0] <= 10:
+            console.print(f"[yellow]warning:[/] cannot score {path}: {reason}")
+        elif warned[0] == 11:
+            console.print("[yellow]warning:[/] more unreadable files; see the summary")
+
+    live = console.is_terminal and not console.quiet
+    prog = (
+        Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, redirect_stdout=False,
+            redirect_stderr=False, transient=True,
+        )  # fmt: skip
+        if live
+        else None
+    )
+    task = prog.add_task("score", total=None) if prog else None
+
+    def progress(done: int, total: int) -> None:
+        if prog is not None and task is not None:
+            prog.update(task, completed=done, total=total)
+
+    run = score_images(
+        paths,
+        loaded,
+        score_kind=score_kind,
+        threshold=threshold,
+        labels=labels,
+        batch_size=batch_size,
+        device=dev,
+        shard=shard,
+        heatmap_dir=heatmaps,
+        masks_dir=masks_dir,
+        strict=strict,
+        progress=progress,
+        warn=warn,
+    )
+    writer = RowWriter(fmt, click.get_text_stream("stdout"))
+    with_label = run.columns_with_label
+    if prog is not None:
+        prog.start()
+    try:
+        for row in run:
+            d = row.as_dict(with_label=with_label)
+            d["score_kind"] = row.score_kind
+            d["rule"] = row.rule
+            writer.write(d)
+    finally:
+        if prog is not None:
+            prog.stop()
+        run.close()
+    writer.close()
+    report = run.summary.report()
+    if report_path is not None:
+        with atomic_path(report_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    _score_report_table(console, report)
+    if report["counts"]["scored"] == 0:
+        raise click.ClickException(
+            f"none of the {report['counts']['rows']} inputs could be scored (see the error column)"
+        )
+    if fail_on_anomaly and report["counts"]["anomalies"]:
+        sys.exit(3)
+
+
+# ---------------------------------------------------------------------------
+# denoise, export, interpolate, latent-map
+
+
+def _dx_paths(args: tuple[str, ...]) -> list[str]:
+    """Arguments as paths; `-`, or no arguments with piped stdin, reads newline-separated paths."""
+    from aetool.images import read_path_list
+
+    stdin = click.get_text_stream("stdin")
+    if not args:
+        if stdin.isatty():
+            raise click.UsageError(
+                "give input files or folders, or pipe newline-separated paths on stdin"
+            )
+        args = ("-",)
+    paths: list[str] = []
+    read = False
+    for arg in args:
+        if arg == "-":
+            if not read:
+                paths.extend(read_path_list(stdin))
+                read = True
+        else:
+            paths.append(arg)
+    if not paths:
+        raise click.UsageError("no input paths were given (stdin was empty)")
+    return paths
+
+
+def _dx_refs(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
+    """Expand paths into image refs (all of them, then one shard); warn about missing paths."""
+    from aetool.errors import ImageError, NoImagesError
+    from aetool.images import find_images
+    from aetool.sharding import select_shard
+
+    spec = shard
+    refs, missing = find_images(paths, missing_ok=True)
+    if missing and strict:
+        raise ImageError(f"{missing[0].path}: {missing[0].reason}")
+    _warn_skipped(console, missing)
+    if not refs:
+        raise NoImagesError(f"no image files found in {', '.join(paths[:3])}")
+    return refs, list(select_shard(refs, spec)), missing
+
+
+def _dx_shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from aetool.sharding import parse_shard
+
+    try:
+        return parse_shard(value)
+    except AetoolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class _DxProgress:
+    """A rich bar on a terminal (nothing otherwise), advanced once per item."""
+
+    def __init__(self, console: Any, total: int, label: str) -> None:
+        self.progress: Progress | None = None
+        if console.is_terminal and not console.quiet:
+            self.progress = Progress(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=console, redirect_stdout=False,
+                redirect_stderr=False, transient=True,
+            )  # fmt: skip
+            self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> _DxProgress:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+def _dx_load_model(console: Any, model: Path | None, device: str) -> Any:
+    from aetool.devices import resolve_device
+    from aetool.modelfile import load_model
+
+    return load_model(model or _default_model(), device=resolve_device(device))
+
+
+def _dx_refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise click.UsageError(
+            f"{path} exists; pass --overwrite to replace it, or -o to write elsewhere"
+        )
+
+
+def _dx_fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@cli.command("denoise", short_help="Denoise images into a folder, keeping formats and modes.")
+@click.argument("paths", nargs=-1, required=True, metavar="[INPUT]... OUT")
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Model file (default: the bundled grayscale denoiser).",
+)
+@click.option(
+    "--reference",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of clean originals at the same relative paths: adds PSNR and SSIM columns.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option(
+    "--tile", type=click.IntRange(8), default=256, show_default=True,
+    help="Tile side for fully convolutional models (fixed-size models use their input size).",
+)  # fmt: skip
+@click.option(
+    "--overlap", type=click.IntRange(0), default=32, show_default=True,
+    help="Overlap between tiles in pixels (at most half a tile is used).",
+)  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=8, show_default=True,
+    help="Tiles per forward pass.",
+)  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option(
+    "--shard", default=None, metavar="I/N", callback=_dx_shard_option,
+    help="Process only shard I of N (disjoint, stable across runs).",
+)  # fmt: skip
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable or unwritable image.")
+@common_options
+def denoise_cmd(
+    paths: tuple[str, ...],
+    model: Path | None,
+    reference: Path | None,
+    overwrite: bool,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    fmt: str,
+    shard: tuple[int, int] | None,
+    strict: bool,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Denoise every image under INPUT... and write it to OUT at the same relative path.
+
+    The last argument is the output folder. Inputs are files and folders; `-`,
+    or only OUT with paths piped on stdin, reads newline-separated paths.
+    Outputs keep the input's format, mode, bit depth, alpha and size (JPEG is
+    written at quality 95). Existing outputs are left alone unless
+    --overwrite (reported with status `exists`). OUT may not be, contain or
+    lie inside an input folder.
+
+    stdout: one row per image: src, dst, sigma_est (estimated noise standard
+    deviation of the input, in [0, 1] units: x255 for 8-bit levels), with
+    --reference psnr_in, psnr_out, ssim_in, ssim_out, then status
+    (written | exists | error) and error.
+    """
+    from aetool.denoising import DenoiseSummary, denoise_images
+    from aetool.output import RowWriter
+
+    if overlap >= tile:
+        raise click.UsageError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+    *inputs, out_dir = paths
+    console = make_err_console(quiet)
+    if out_dir == "-":
+        raise click.UsageError("the last argument is the output folder; `-` cannot be one")
+    in_paths = _dx_paths(tuple(inputs))
+    all_refs, refs, missing = _dx_refs(console, in_paths, shard, strict)
+    from aetool.denoising import check_output_dir
+
+    check_output_dir(out_dir, in_paths)
+    results = denoise_images(
+        refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
+        overlap=overlap, batch_size=batch_size, device=device, strict=strict,
+    )  # fmt: skip
+    writer = RowWriter(fmt, click.get_text_stream("stdout"))
+    summary = DenoiseSummary()
+    warned = 0
+    t0 = time.perf_counter()
+    with _DxProgress(console, len(refs), "denoising") as bar:
+        for r in results:
+            summary.add(r)
+            row: dict[str, Any] = {
+                "src": str(r.ref.path),
+                "dst": "" if r.dst is None else str(r.dst),
+                "sigma_est": r.sigma_est,
+            }
+            if reference is not None:
+                row.update(psnr_in=r.psnr_in, psnr_out=r.psnr_out, ssim_in=r.ssim_in,
+                           ssim_out=r.ssim_out)  # fmt: skip
+            row.update(status=r.status, error=r.error or "")
+            writer.write(row)
+            if r.error and warned < 10:
+                what = "not overwritten" if r.status == "exists" else r.error
+                where = r.dst if r.status == "exists" else r.ref.path
+                console.print(f"[yellow]warning:[/] {where}: {what}")
+                warned += 1
+            bar.advance()
+    writer.close()
+    seconds = time.perf_counter() - t0
+    problems = summary.exists + summary.errors + summary.missing_reference
+    if warned < problems:
+        console.print(
+            f"[yellow]warning:[/] ... and {problems - warned} more (see the status column)"
+        )
+    table = Table(title="Denoising summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    shard_note = f" (shard {shard[0]}/{shard[1]} of {len(all_refs)} found)" if shard else ""
+    table.add_row("images", f"{len(refs)}{shard_note}")
+    table.add_row("written", f"{summary.written} to {out_dir}")
+    if summary.exists:
+        table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
+    if summary.errors or missing:
+        table.add_row("errors", f"{summary.errors + len(missing)} unreadable or unwritable")
+    table.add_row("noise (sigma_est)", f"mean {_dx_fmt(summary.mean('sigma_est'))} "
+                  f"(x255: {_dx_fmt((summary.mean('sigma_est') or 0) * 255, '.1f')})")  # fmt: skip
+    if reference is not None:
+        table.add_row("PSNR (dB)", f"{_dx_fmt(summary.mean('psnr_in'), '.2f')} -> "
+                      f"{_dx_fmt(summary.mean('psnr_out'), '.2f')} (mean over "
+                      f"{summary.counts.get('psnr_in', 0)} with a reference)")  # fmt: skip
+        table.add_row("SSIM", f"{_dx_fmt(summary.mean('ssim_in'))} -> "
+                      f"{_dx_fmt(summary.mean('ssim_out'))}")  # fmt: skip
+        if summary.missing_reference:
+            table.add_row("no reference", f"{summary.missing_reference} image(s)")
+    rate = summary.written / seconds if seconds > 0 else 0.0
+    table.add_row("time", f"{seconds:.1f} s, {rate:,.1f} images/s on {device}")
+    console.print(table)
+    if summary.written == 0 and summary.errors and not summary.exists:
+        raise click.ClickException("no image could be denoised")
+
+
+def _dx_npy_index_path(output: Path) -> Path:
+    stem = output.name[:-4] if output.name.lower().endswith(".npy") else output.name
+    return output.with_name(stem + ".paths.csv")
+
+
+@cli.command("export", short_help="Write each image's latent code (CSV, JSONL or NPY).")
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout (required for npy).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "npy"]),
+    default="csv",
+    show_default=True,
+    help="npy writes an (N, k) float32 array to -o and its rows' paths to a sibling .paths.csv.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--shard", default=None, metavar="I/N", callback=_dx_shard_option,
+    help="Process only shard I of N (disjoint, stable across runs).",
+)  # fmt: skip
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable image.")
+@common_options
+def export_cmd(
+    inputs: tuple[str, ...],
+    model: Path | None,
+    output: Path | None,
+    fmt: str,
+    overwrite: bool,
+    batch_size: int,
+    shard: tuple[int, int] | None,
+    strict: bool,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Encode images to latent codes: one row per image, `path,z0,...,z{k-1}`.
+
+    A `label` column is added when the folder layout gives labels (a folder
+    named good/normal/ok gives 0, its sibling folders 1). Rows stream to
+    stdout unless -o is given. INPUT is files and folders; `-`, or no
+    arguments with piped stdin, reads newline-separated paths. The model
+    needs a vector latent (conv or dense).
+    """
+    from aetool.latents import encode_latents, require_vector_latent
+    from aetool.output import RowWriter
+    from aetool.scoring import infer_labels
+
+    if fmt == "npy" and output is None:
+        raise click.UsageError(
+            "--format npy needs -o FILE.npy (binary output is not written to stdout)"
+        )
+    if output is not None:
+        _dx_refuse_existing(output, overwrite)
+        if fmt == "npy":
+            _dx_refuse_existing(_dx_npy_index_path(output), overwrite)
+    console = make_err_console(quiet)
+    loaded = _dx_load_model(console, model, device)
+    require_vector_latent(loaded, "export")
+    paths = _dx_paths(inputs)
+    all_refs, refs, missing = _dx_refs(console, paths, shard, strict)
+    labels_all = infer_labels([r.relpath for r in all_refs])
+    has_labels = any(v is not None for v in labels_all)
+    label_of = dict(zip((r.path for r in all_refs), labels_all, strict=True))
+    failed: list[Any] = []
+    codes: list[Any] = []
+    index: list[dict[str, Any]] = []
+
+    def on_error(ref: Any, reason: str) -> None:
+        failed.append(ref)
+        if len(failed) <= 10:
+            console.print(f"[yellow]warning:[/] skipped {ref.path}: {reason}")
+
+    from aetool.modelfile import atomic_path
+
+    def run(writer: Any) -> int:
+        k = 0
+        with _DxProgress(console, len(refs), "encoding") as bar:
+            for ref, z in encode_latents(
+                loaded, refs, batch_size=batch_size, strict=strict, on_error=on_error
+            ):
+                k = len(z)
+                if writer is None:
+                    codes.append(z)
+                    entry: dict[str, Any] = {"path": str(ref.path)}
+                    if has_labels:
+                        entry["label"] = label_of[ref.path]
+                    index.append(entry)
+                else:
+                    row: dict[str, Any] = {"path": str(ref.path)}
+                    row.update({f"z{i}": float(v) for i, v in enumerate(z)})
+                    if has_labels:
+                        row["label"] = label_of[ref.path]
+                    writer.write(row)
+                bar.advance()
+        return k
+
+    if output is None:
+        k = run(RowWriter(fmt, click.get_text_stream("stdout")))
+    elif fmt == "npy":
+        import numpy as np
+
+        k = run(None)
+        arr = np.stack(codes).astype(np.float32) if codes else np.zeros((0, k), np.float32)
+        with atomic_path(output) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
+        index_path = _dx_npy_index_path(output)
+        with atomic_path(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = RowWriter("csv", f)
+            for entry in index:
+                w.write(entry)
+            if not index:
+                f.write("path,label\n" if has_labels else "path\n")
+        click.echo(str(output))
+        click.echo(str(index_path))
+    else:
+        with atomic_path(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            k = run(RowWriter(fmt, f))
+        click.echo(str(output))
+    n = len(refs) - len(failed)
+    if len(failed) > 10:
+        console.print(f"[yellow]warning:[/] ... and {len(failed) - 10} more unreadable files")
+    where = f" to {output}" if output else ""
+    console.print(
+        f"Exported {n} latent code(s) of dimension {k}{where}"
+        + (
+            f"; {len(failed) + len(missing)} unreadable or missing skipped"
+            if failed or missing
+            else ""
+        )
+        + (f" (shard {shard[0]}/{shard[1]} of {len(all_refs)} images)" if shard else "")
+    )
+    if n == 0:
+        raise click.ClickException("no image could be encoded")
+
+
+@cli.command("interpolate", short_help="Decode the straight line between two images' codes.")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
+)
+@click.option(
+    "--steps", type=click.IntRange(2), default=7, show_default=True,
+    help="Frames, endpoints included.",
+)  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="interpolation.png",
+    show_default=True,
+)
+@click.option(
+    "--min-height", type=click.IntRange(1), default=64, show_default=True,
+    help="Enlarge small images (nearest neighbour) to at least this height.",
+)  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@common_options
+def interpolate_cmd(
+    a: Path,
+    b: Path,
+    model: Path | None,
+    steps: int,
+    output: Path,
+    min_height: int,
+    overwrite: bool,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Encode images A and B, decode evenly spaced points between their codes, write a PNG strip.
+
+    The first frame is the reconstruction of A, the last that of B. Prints the
+    PNG's path.
+    """
+    from aetool.latents import interpolate, strip_image
+    from aetool.modelfile import atomic_path
+
+    _dx_refuse_existing(output, overwrite)
+    console = make_err_console(quiet)
+    loaded = _dx_load_model(console, model, device)
+    frames = interpolate(loaded, a, b, steps)
+    img = strip_image(frames, min_height=min_height)
+    with atomic_path(output) as tmp:
+        img.save(tmp, format="PNG")
+    console.print(f"Wrote {steps} frames ({img.width}x{img.height} px) from {a} to {b}")
+    click.echo(str(output))
+
+
+@cli.command("latent-map", short_help="Scatter plot of latent codes coloured by folder label.")
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="latent-map.png",
+    show_default=True,
+)
+@click.option("--title", default=None, help="Plot title (default: the model file name).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable image.")
+@common_options
+def latent_map_cmd(
+    inputs: tuple[str, ...],
+    model: Path | None,
+    output: Path,
+    title: str | None,
+    overwrite: bool,
+    batch_size: int,
+    strict: bool,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Plot the latent codes of images in 2-D (wider codes projected with PCA).
+
+    Points are coloured by folder: normal/anomaly when the layout has a
+    good/normal/ok folder, else by each image's first folder under its
+    input (for example the digit of `digits/3/0001.png`). Prints the PNG's path.
+    """
+    import numpy as np
+
+    from aetool.images import Skipped
+    from aetool.latents import encode_latents, folder_labels, latent_map, require_vector_latent
+    from aetool.modelfile import atomic_path
+
+    _dx_refuse_existing(output, overwrite)
+    console = make_err_console(quiet)
+    loaded = _dx_load_model(console, model, device)
+    require_vector_latent(loaded, "latent-map")
+    paths = _dx_paths(inputs)
+    _, refs, _ = _dx_refs(console, paths, None, strict)
+    labels_all = folder_labels([r.relpath for r in refs])
+    label_of = dict(zip((r.path for r in refs), labels_all, strict=True))
+    skipped: list[Any] = []
+    codes: list[Any] = []
+    labels: list[Any] = []
+    with _DxProgress(console, len(refs), "encoding") as bar:
+        for ref, z in encode_latents(
+            loaded, refs, batch_size=batch_size, strict=strict,
+            on_error=lambda r, why: skipped.append((r, why)),
+        ):  # fmt: skip
+            codes.append(z)
+            labels.append(label_of[ref.path])
+            bar.advance()
+    _warn_skipped(console, [Skipped(str(r.path), why) for r, why in skipped])
+    if not codes:
+        raise click.ClickException("no image could be encoded")
+    png = latent_map(np.stack(codes), labels, title or f"Latent space of {loaded.path.name}")
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(png)
+    console.print(f"Mapped {len(codes)} latent code(s) of dimension {len(codes[0])}")
+    click.echo(str(output))

@@ -29,9 +29,10 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from PIL import Image, ImageOps
 from aetool.errors import ConfigError, ImageError, NoImagesError
 
 __all__ = [
+    "Batch",
     "DEFAULT_SIZE",
     "IMAGE_EXTENSIONS",
     "ImageRef",
@@ -47,9 +49,11 @@ __all__ = [
     "Skipped",
     "decode_image",
     "find_images",
+    "iter_batches",
     "load_images",
     "parse_size",
     "prepare_image",
+    "read_path_list",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -209,8 +213,7 @@ def _standardise(img: Image.Image, background: str) -> Image.Image:
     if mode == "P":
         if "transparency" in img.info:
             return _composite(img, background)
-        rgb = img.convert("RGB")
-        return rgb
+        return img.convert("L" if _is_gray(img) else "RGB")
     if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
         out = _composite(img, background)
         return out.convert("L") if mode in ("LA", "La") else out
@@ -551,3 +554,74 @@ def _compact(data: np.ndarray, kept: np.ndarray) -> np.ndarray:
             data[j] = data[i]
         j += 1
     return data[:j]
+
+
+# ---------------------------------------------------------------------------
+# streaming (score, export): bounded memory whatever the image count
+
+
+@dataclass
+class Batch:
+    """A chunk of images decoded for a model.
+
+    Attributes:
+        refs: the images that decoded, in input order.
+        data: ``uint8 (len(refs), C, H, W)``.
+        failed: images that could not be decoded, with reasons.
+    """
+
+    refs: list[ImageRef]
+    data: np.ndarray
+    failed: list[tuple[ImageRef, str]]
+
+
+def iter_batches(
+    refs: Iterable[ImageRef],
+    *,
+    channels: int,
+    size: tuple[int, int],
+    resize: str = "stretch",
+    alpha_background: str = "black",
+    batch_size: int = 64,
+) -> Iterator[Batch]:
+    """Decode images in parallel, ``batch_size`` at a time, preserving input order.
+
+    Memory holds at most two batches: the next one decodes while the caller
+    works on the current one.
+    """
+
+    def decode(ref: ImageRef) -> tuple[ImageRef, np.ndarray | None, str | None]:
+        try:
+            if ref.path.is_file() and ref.path.stat().st_size == 0:
+                return ref, None, "empty file (0 bytes)"
+            arr = prepare_image(
+                ref.path, channels=channels, size=size, resize=resize,
+                alpha_background=alpha_background,
+            )  # fmt: skip
+            return ref, arr, None
+        except ImageError as exc:
+            return ref, None, str(exc).split(": ", 1)[-1]
+        except OSError as exc:
+            return ref, None, _reason(exc)
+
+    def assemble(results: list[tuple[ImageRef, np.ndarray | None, str | None]]) -> Batch:
+        ok = [(r, a) for r, a, e in results if a is not None]
+        data = np.stack([a for _, a in ok]) if ok else np.empty((0, channels, *size), np.uint8)
+        return Batch([r for r, _ in ok], data, [(r, e or "") for r, a, e in results if a is None])
+
+    it = iter(refs)
+    with ThreadPoolExecutor(_workers()) as pool:
+        pending = None
+        while True:
+            chunk = list(islice(it, batch_size))
+            nxt = [pool.submit(decode, r) for r in chunk] if chunk else None
+            if pending is not None:
+                yield assemble([f.result() for f in pending])
+            if nxt is None:
+                break
+            pending = nxt
+
+
+def read_path_list(stream: Iterable[str]) -> list[str]:
+    """Newline-separated paths (blank lines and surrounding whitespace ignored)."""
+    return [line.strip() for line in stream if line.strip()]

@@ -191,7 +191,7 @@ def conv_stages(height: int, width: int, min_side: int = 4) -> list[tuple[int, i
     """
     sizes: list[tuple[int, int]] = []
     h, w = height, width
-    while min(math.ceil(h / 2), math.ceil(w / 2)) >= min_side and len(sizes) < 7:
+    while min(h, w) / 2 >= min_side and len(sizes) < 7:
         h, w = math.ceil(h / 2), math.ceil(w / 2)
         sizes.append((h, w))
     return sizes

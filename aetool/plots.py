@@ -245,7 +245,8 @@ def heatmap_overlay(
     top = float(vmax) if vmax is not None else float(err.max(initial=0.0))
     norm = np.clip(err / top, 0.0, 1.0) if top > 0 else np.zeros_like(err)
     gray = np.clip(np.nan_to_num(img.mean(axis=0)), 0.0, 1.0)[..., None]
-    color = colormaps[HEATMAP_COLORMAP](norm)[..., :3]
+    # turbo's last 15% darkens to maroon; stop at its brightest red instead.
+    color = colormaps[HEATMAP_COLORMAP](0.85 * norm)[..., :3]
     weight = (alpha * (0.4 + 0.6 * norm))[..., None]
     mixed = (1.0 - weight) * gray + weight * color
     return Image.fromarray((np.clip(mixed, 0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
@@ -490,7 +491,7 @@ def latent_map_png(
         title: Plot title.
 
     Returns:
-        PNG bytes (640x560 pixels).
+        PNG bytes (740x560 pixels).
 
     Raises:
         ValueError: Codes that are not 2-D, or a label count that does not match.
@@ -518,7 +519,7 @@ def latent_map_png(
         xy = np.zeros((z.shape[0], 2))
         xlabel, ylabel = "PC1", "PC2"
 
-    fig = _figure(6.4, 5.6)
+    fig = _figure(7.4, 5.6)
     ax = fig.add_subplot()
     if labels is None or all(v is None for v in labels):
         ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.7, color=_NORMAL_COLOR, linewidths=0)
@@ -540,7 +541,14 @@ def latent_map_png(
                 label=f"{name} ({int(m.sum())})",
             )
         if len(order) <= 20:
-            ax.legend(frameon=False, markerscale=2, fontsize="small", loc="best")
+            ax.legend(
+                frameon=False,
+                markerscale=2,
+                fontsize="small",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                title="label",
+            )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -186,7 +186,13 @@ def render_figures(data: ReportData) -> dict[str, bytes]:
     Keys (present only when the data allows): ``loss_curve.png``,
     ``reconstructions.png``, ``score_histogram.png``, ``roc_pr.png``,
     ``latent_map.png``, ``top_anomalous.png``, ``top_normal.png``.
+
+    Raises:
+        ValueError: ``labels`` and ``scores`` differ in length.
     """
+    if data.scores is not None and data.labels is not None:
+        if len(data.labels) != np.size(data.scores):
+            raise ValueError(f"got {len(data.labels)} labels for {np.size(data.scores)} scores")
     figs: dict[str, bytes] = {}
     history = _get(data.metadata, "training", "history") or {}
     train_loss = history.get("train_loss") or [] if isinstance(history, Mapping) else []
@@ -461,8 +467,7 @@ def _scores_section(data: ReportData, figs: Mapping[str, bytes]) -> str:
             f"<tr><th>anomalous</th><td>{c['fn']}</td><td>{c['tp']}</td></tr>"
             "</table>"
         )
-    if not rows and not isinstance(conf, Mapping):
-        parts.append(_na("no metrics without labels."))
+    parts.append(f"<h3>Score statistics</h3>{_table(_score_stats(data))}")
     parts.append("</div></div>")
     parts.append("<h3>ROC and precision-recall</h3>")
     if "roc_pr.png" in figs:
@@ -474,6 +479,30 @@ def _scores_section(data: ReportData, figs: Mapping[str, bytes]) -> str:
     return _section("scores", "Scores", "".join(parts))
 
 
+def _score_stats(data: ReportData) -> list[tuple[str, str]]:
+    s = _finite_scores(data.scores)
+    rows: list[tuple[str, str]] = []
+    if s.size:
+        q = np.quantile(s, [0.0, 0.5, 0.95, 1.0])
+        rows += [("min", _fmt(q[0])), ("median", _fmt(q[1])), ("95th percentile", _fmt(q[2]))]
+        rows.append(("max", _fmt(q[3])))
+    val = data.validation_scores()
+    if val is not None and val.size:
+        rows.append(("validation median", _fmt(float(np.median(val)))))
+        rows.append(("validation max", _fmt(float(np.max(val)))))
+    if data.threshold is not None and s.size:
+        flagged = int(np.sum(s > data.threshold))
+        rows.append(("flagged", _esc(f"{flagged} of {s.size}")))
+    return rows
+
+
+def _finite_scores(scores: Any) -> np.ndarray:
+    if scores is None:
+        return np.array([])
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    return s[np.isfinite(s)]
+
+
 def _cards(items: Sequence[ExtremeItem], threshold: float | None, vmax: float | None) -> str:
     cards = []
     for rank, it in enumerate(items, 1):
@@ -481,9 +510,9 @@ def _cards(items: Sequence[ExtremeItem], threshold: float | None, vmax: float | 
         flag = ""
         if threshold is not None:
             flag = (
-                '<span class="flag">above threshold</span>'
+                '<span class="flag">flagged</span>'
                 if it.score > threshold
-                else '<span class="okc">below threshold</span>'
+                else '<span class="okc">not flagged</span>'
             )
         label = ""
         if it.label is not None:

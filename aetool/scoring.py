@@ -366,8 +366,8 @@ def compute_metrics(
     (counted in ``n_skipped``). A prediction is ``score > threshold``.
     Undefined values are ``None`` instead of a warning: ROC AUC and average
     precision when only one class is present, precision with no predicted
-    anomaly, recall with no true anomaly, F1 when precision or recall is
-    undefined or both are 0 gives 0.
+    anomaly, recall with no true anomaly, and F1 when either of those is
+    undefined (F1 is 0 when both are 0).
 
     Returns:
         ``{"n", "n_normal", "n_anomalous", "n_skipped", "threshold",

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from aetool import __version__
 from aetool.devices import autocast_dtype, resolve_device
+from aetool.distributed import DistContext, EncodeDecode, shard_batch, state_checksum, wrap
+from aetool.distributed import setup as setup_distributed
 from aetool.errors import ConfigError, TrainingError
 from aetool.images import ImageSet, load_images
 from aetool.modelfile import load_model, save_model
@@ -34,6 +36,7 @@ from aetool.scoring import SCORE_KINDS, image_scores, ssim_map
 
 __all__ = [
     "EpochRecord",
+    "SampleGrids",
     "TrainCallback",
     "TrainConfig",
     "TrainResult",
@@ -64,6 +67,7 @@ class TrainConfig:
     patch_size: int | None = None
     patches_per_epoch: int | None = None
     amp: bool = True
+    compile: bool = False
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -80,6 +84,11 @@ class TrainConfig:
             raise ConfigError("--contractive must be >= 0")
         if self.patch_size is not None and self.patch_size < 8:
             raise ConfigError("--patch-size must be at least 8")
+        if self.compile and self.contractive:
+            raise ConfigError(
+                "--compile cannot be combined with --contractive (torch.compile has no double "
+                "backward); drop one of them"
+            )
         parse_noise(self.noise)
         parse_sparsity(self.sparsity)
 
@@ -137,6 +146,8 @@ class TrainResult:
     history: list[EpochRecord]
     interrupted: bool = False
     resume_state: dict[str, Tensor] = field(default_factory=dict)
+    #: A few validation images and the final model's reconstructions of them.
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         """Write the model file (with resume state when interrupted) atomically."""
@@ -303,7 +314,11 @@ def train(
             native_size=cfg.patch_size is not None,
         )
     )
-    device = resolve_device(cfg.device)
+    # Under torchrun: join the process group; each process then has its own device.
+    ddp = setup_distributed(cfg.device)
+    device = ddp.device if ddp else resolve_device(cfg.device)
+    if ddp and not ddp.is_main:
+        callbacks = ()  # only rank 0 reports progress
     noise = parse_noise(cfg.noise)
     sparsity = parse_sparsity(cfg.sparsity)
 
@@ -342,8 +357,14 @@ def train(
             f"--sparsity and --contractive need a model with a vector latent, not {mcfg.arch!r}"
         )
     model.to(device)
+    # The penalties need the latent: one forward returning (z, recon) keeps DDP's hooks in play.
+    net = wrap(EncodeDecode(model) if (sparsity or cfg.contractive) else model, ddp)
+    if cfg.compile:
+        net = torch.compile(net)
 
     gen = torch.Generator().manual_seed(cfg.seed)
+    # Patch crops consume RNG per image; each rank crops its own, keeping `gen` in step.
+    crop_gen = torch.Generator().manual_seed(cfg.seed + 5 + ddp.rank) if ddp else gen
     feeder = _Feeder(images, device, cfg.patch_size)
     train_idx, val_idx = _split(feeder.count(), cfg.val_split, gen)
     if cfg.patch_size is not None:
@@ -357,7 +378,7 @@ def train(
     else:
         per_epoch = len(train_idx)
         val_fixed = None
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2 + (ddp.rank if ddp else 0))
     val_noise_seed = cfg.seed + 3
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -397,6 +418,7 @@ def train(
         "params": sum(p.numel() for p in model.parameters()),
         "batches_per_epoch": n_batches,
         "start_epoch": start_epoch,
+        "world_size": ddp.world_size if ddp else 1,
     }
     for cb in callbacks:
         cb.on_train_start(info)
@@ -418,25 +440,31 @@ def train(
                 )
             else:
                 batch_iter = _batches(train_idx, cfg.batch_size, gen, True)
-            for b, idx in enumerate(batch_iter):
-                clean = feeder.batch(idx, gen)
+            for b, global_idx in enumerate(batch_iter):
+                idx = shard_batch(global_idx, ddp)
+                clean = feeder.batch(idx, crop_gen)
                 x = noise.apply(clean, noise_gen) if noise else clean
-                loss = _step(model, opt, scaler, amp_dtype, device, x, clean, cfg, sparsity)
+                loss = _step(net, opt, scaler, amp_dtype, device, x, clean, cfg, sparsity)
+                if ddp:  # the global batch's loss: every rank sees it (and a NaN) alike
+                    loss_sum, n_sum = ddp.sum(loss * len(idx), len(idx))
+                    loss = loss_sum / n_sum
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch}, batch {b + 1}; training "
                         f"diverged: try a lower --lr (now {cfg.lr:g})"
                     )
-                total += loss * len(idx)
-                seen += len(idx)
+                total += loss * len(global_idx)
+                seen += len(global_idx)
                 for cb in callbacks:
-                    cb.on_batch_end(epoch, b + 1, loss, len(idx))
+                    cb.on_batch_end(epoch, b + 1, loss, len(global_idx))
             secs = time.perf_counter() - t0
             train_loss = total / max(seen, 1)
             val_loss = None
+            if ddp:
+                ddp.broadcast_buffers(model)
             if val_fixed is not None or len(val_idx):
                 val_loss = _evaluate(
-                    model, feeder, val_idx, val_fixed, cfg, noise, val_noise_seed, device
+                    model, feeder, val_idx, val_fixed, cfg, noise, val_noise_seed, device, ddp
                 )
             monitor = val_loss if val_loss is not None else train_loss
             improved = monitor < best_val
@@ -447,8 +475,12 @@ def train(
                 stale += 1
             rec = EpochRecord(epoch, train_loss, val_loss, secs, seen / max(secs, 1e-9), improved)
             history.append(rec)
-            samples = _samples(
-                model, feeder, val_idx if len(val_idx) else train_idx, val_fixed, noise, cfg
+            samples = (
+                _samples(
+                    model, feeder, val_idx if len(val_idx) else train_idx, val_fixed, noise, cfg
+                )
+                if callbacks
+                else {}
             )
             for cb in callbacks:
                 cb.on_epoch_end(rec, samples)
@@ -464,6 +496,13 @@ def train(
         resume_state = _resume_state(model, opt, gen, last_epoch)
     model.load_state_dict(best_state)
     model.eval()
+    distributed = None
+    if ddp:  # a collective: every rank gets here, as every rank made the same stop decision
+        distributed = {
+            "backend": ddp.backend,
+            "world_size": ddp.world_size,
+            "rank_checksums": ddp.gather_object(state_checksum(model)),
+        }
 
     training = {
         "data": [str(p) for p in _data_roots(data)],
@@ -490,6 +529,8 @@ def train(
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
         "device": str(device),
+        "world_size": ddp.world_size if ddp else 1,
+        "distributed": distributed,
         "seconds": seconds,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {
@@ -502,7 +543,10 @@ def train(
     validation = _validation_record(model, feeder, val_idx, train_idx, val_fixed, device)
     metadata = {"preprocessing": images.preprocessing() | {"patch_size": cfg.patch_size},
                 "training": training, "validation": validation}  # fmt: skip
-    result = TrainResult(model.cpu(), metadata, history, interrupted, resume_state)
+    final_samples = _samples(
+        model, feeder, val_idx if len(val_idx) else train_idx, val_fixed, noise, cfg
+    )
+    result = TrainResult(model.cpu(), metadata, history, interrupted, resume_state, final_samples)
     for cb in callbacks:
         cb.on_train_end(result)
     return result
@@ -517,7 +561,7 @@ def _data_roots(data: object) -> list[object]:
 
 
 def _step(
-    model: AutoEncoder,
+    net: torch.nn.Module,
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     amp_dtype: torch.dtype | None,
@@ -532,16 +576,15 @@ def _step(
         if sparsity or cfg.contractive:
             if cfg.contractive:
                 x = x.detach().requires_grad_(True)
-            z = model.encode(x)
-            recon = model.decode(z)
+            z, recon = net(x)  # net wraps EncodeDecode
         else:
             z = None
-            recon = model(x)
+            recon = net(x)
     loss = _recon_loss(cfg.loss, recon.float(), clean)
     if sparsity and z is not None:
         loss = loss + sparsity[0] * _kl_sparsity(z.float(), sparsity[1])
     if cfg.contractive and z is not None:
-        loss = loss + cfg.contractive * contractive_penalty(model, x, z.float())
+        loss = loss + cfg.contractive * contractive_penalty(net, x, z.float())  # type: ignore[arg-type]
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -572,18 +615,26 @@ def _evaluate(
     noise: NoiseSpec | None,
     seed: int,
     device: torch.device,
+    ddp: DistContext | None = None,
 ) -> float:
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)  # same corruption every epoch
     total, n = 0.0, 0
+    if ddp:  # each rank scores a strided share; the sums are all-reduced below
+        val_idx = val_idx[ddp.rank :: ddp.world_size]
+        val_fixed = val_fixed[ddp.rank :: ddp.world_size] if val_fixed is not None else None
     chunks = [val_fixed] if val_fixed is not None else (
         feeder.batch(i) for i in val_idx.split(max(cfg.batch_size, 256))
     )  # fmt: skip
     for clean in chunks:
+        if not len(clean):  # a rank's share can be empty when there are few images
+            continue
         x = noise.apply(clean, gen) if noise else clean
         total += float(_recon_loss(cfg.loss, model(x).float(), clean)) * len(clean)
         n += len(clean)
     model.train()
+    if ddp:
+        total, n = ddp.sum(total, n)
     return total / max(n, 1)
 
 
@@ -678,3 +729,20 @@ def _load_resume(
             osd["state"].setdefault(int(pid_s), {})[name] = val
     opt.load_state_dict(osd)
     gen.set_state(extra["resume.rng"])
+
+
+class SampleGrids(TrainCallback):
+    """Writes a reconstruction grid (inputs, noisy inputs, reconstructions) per epoch.
+
+    Files are ``DIR/epoch_001.png``, ``DIR/epoch_002.png``, ... so a user can
+    watch the model learn.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, record: EpochRecord, samples: dict[str, np.ndarray]) -> None:
+        from aetool.plots import reconstruction_grid, save_png
+
+        grid = reconstruction_grid(samples["inputs"], samples["recons"], samples.get("noisy"))
+        save_png(grid, self.directory / f"epoch_{record.epoch:03d}.png")

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png-dir", type=Path, default=None, help="also write each plot here")
     parser.add_argument("--no-labels", action="store_true", help="render the unlabeled variant")
     parser.add_argument("--no-screenshot", action="store_true")
-    parser.add_argument("--height", type=int, default=2400, help="screenshot height in pixels")
+    parser.add_argument("--height", type=int, default=5000, help="screenshot height in pixels")
     args = parser.parse_args(argv)
 
     data = build_demo_data(with_labels=not args.no_labels)

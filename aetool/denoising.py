@@ -1,0 +1,795 @@
+"""Denoise images of any size with an autoencoder, and write them back as they came.
+
+Pipeline (:func:`denoise_images`): images are decoded ahead in worker threads
+at full precision, denoised on the model's device, then encoded and written in
+worker threads, and one :class:`DenoiseResult` per image is yielded in input
+order, so memory stays flat whatever the image count.
+
+Sizes. Fully convolutional models run on the whole image when both sides fit
+in one tile (``tile``, 256 px by default), else on overlapping ``tile`` x
+``tile`` tiles. Fixed-size models (``conv``, ``dense``) always run on tiles of
+their training size. Tiles overlap by ``overlap`` pixels (at most half a tile)
+and are blended with a separable window that is zero for the outer quarter of
+the overlap (where zero padding makes a tile's output unreliable) and rises
+smoothly (raised cosine) to one; each pixel is the weighted mean of the tiles
+covering it, so there are no seams and peak memory depends on the tile size,
+not on the image size (apart from the image itself and one float32 output).
+Images smaller than a fixed model's input are reflect-padded and cropped back.
+
+Channels. A grayscale model denoises each channel of an RGB image separately;
+an RGB model denoises a grayscale image replicated to three channels and the
+result is averaged back to one. Alpha is never passed to the model: it is
+written back untouched.
+
+Formats and modes are kept: 8-bit gray (``L``) and RGB stay so; 16-bit gray
+(``I;16``, and 32-bit ``I`` images, written as 16-bit) keep 16 bits; float
+(``F``) TIFFs stay float; ``RGBA``/``LA`` keep their alpha channel; palette
+images are written as RGB (or RGBA with transparency, L when the palette is
+gray); bilevel (``1``) as L; CMYK/YCbCr as RGB. JPEG and WebP are written at
+quality 95; ICC profiles and DPI are kept. EXIF orientation is applied, so the
+pixels are written upright.
+
+Noise estimate: ``sigma_est`` is the standard deviation of Gaussian noise in
+[0, 1] units (multiply by 255 for 8-bit levels), from the median absolute
+finest-scale diagonal Haar wavelet coefficient (Donoho's MAD estimator),
+averaged over colour channels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from aetool.devices import resolve_device
+from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
+from aetool.images import ImageRef, decode_image, find_images
+from aetool.modelfile import LoadedModel, atomic_path, load_model
+from aetool.models import AutoEncoder
+
+__all__ = [
+    "DEFAULT_DENOISER",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "DenoiseResult",
+    "DenoiseSummary",
+    "SourceImage",
+    "bundled_model_path",
+    "check_output_dir",
+    "denoise_array",
+    "denoise_images",
+    "estimate_sigma",
+    "output_path",
+    "psnr",
+    "read_image",
+    "ssim",
+    "write_image",
+]
+
+#: File name of the bundled pretrained grayscale denoiser (in ``aetool/pretrained``).
+DEFAULT_DENOISER = "denoiser-gray.safetensors"
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 32
+#: PSNR of identical images (the MSE is floored so the value stays finite).
+PSNR_CAP = 100.0
+_MAD_TO_SIGMA = 1 / 0.6744897501960817
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_SAVE_FORMAT_BY_EXT = {
+    ext.lower(): fmt for ext, fmt in Image.registered_extensions().items()
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# the bundled model
+
+
+def bundled_model_path(name: str = DEFAULT_DENOISER) -> Path:
+    """Path of a model file shipped in the ``aetool/pretrained`` package data folder.
+
+    Raises:
+        ModelFileError: the file is not part of this installation.
+    """
+    res = resources.files("aetool").joinpath("pretrained", name)
+    path = Path(str(res))
+    if not res.is_file():
+        raise ModelFileError(
+            f"the bundled model {name} is missing from this installation ({path}); "
+            "pass --model FILE, for example one trained with `aetool train DIR --arch denoiser "
+            "--noise gaussian:0.02-0.2 --patch-size 64`"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------
+# numbers: noise estimate, PSNR, SSIM
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+    """Estimate the Gaussian noise level of an image in [0, 1] units.
+
+    Donoho's estimator: the median absolute value of the finest diagonal Haar
+    wavelet coefficients divided by 0.6745, averaged over channels.
+
+    Args:
+        image: ``(C, H, W)`` or ``(H, W)`` float array in [0, 1].
+    """
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    h, w = (x.shape[1] // 2) * 2, (x.shape[2] // 2) * 2
+    if h == 0 or w == 0:
+        return 0.0
+    x = x[:, :h, :w]
+    hh = (x[:, 0::2, 0::2] - x[:, 0::2, 1::2] - x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) * 0.5
+    per_channel = np.median(np.abs(hh).reshape(len(hh), -1), axis=1) * _MAD_TO_SIGMA
+    return float(per_channel.mean())
+
+
+def psnr(reference: np.ndarray, image: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1] (capped at 100 dB)."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(image, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    mse = float(np.mean((a - b) ** 2))
+    return min(PSNR_CAP, 10 * math.log10(1.0 / max(mse, 1e-10)))
+
+
+def ssim(reference: np.ndarray, image: np.ndarray) -> float:
+    """Mean SSIM (7x7 Gaussian window, sigma 1.5) for ``(C, H, W)`` images in [0, 1]."""
+    from aetool.scoring import ssim_map
+
+    a = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    return float(ssim_map(a[None], b[None]).mean())
+
+
+# ---------------------------------------------------------------------------
+# reading and writing, keeping the format and mode
+
+
+@dataclass
+class SourceImage:
+    """An image decoded for denoising, with what is needed to write it back as it was.
+
+    Attributes:
+        pixels: float32 ``(C, H, W)`` colour channels in [0, 1] (C is 1 or 3),
+            at full precision (16-bit values are not rounded to 8 bits).
+        alpha: the alpha channel as stored (``uint8 (H, W)``), or None.
+        mode: Pillow mode to write: ``L``, ``I;16``, ``F``, ``RGB``, ``LA`` or ``RGBA``.
+        format: Pillow format name (``PNG``, ``JPEG``, ``TIFF``, ...).
+        info: save options to keep (ICC profile, DPI, TIFF compression).
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+    format: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return self.pixels.shape[1], self.pixels.shape[2]
+
+
+def _format_for(path: Path, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    found = _SAVE_FORMAT_BY_EXT.get(path.suffix.lower())
+    if not found:
+        raise ImageError(f"{path}: cannot tell which image format to write")
+    return found
+
+
+def _kept_info(info: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: info[k] for k in ("icc_profile", "dpi") if info.get(k)}
+    if info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"):
+        kept["compression"] = info["compression"]
+    return kept
+
+
+def read_image(path: str | os.PathLike[str]) -> SourceImage:
+    """Decode an image for denoising (see the module notes for how modes map).
+
+    Raises:
+        ImageError: the file cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as probe:
+            mode, fmt, info = probe.mode, probe.format, dict(probe.info)
+            has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in info)
+            gray_palette = mode in ("P", "PA") and _gray_palette(probe)
+            if has_alpha:
+                img = ImageOps.exif_transpose(probe) or probe
+                img.load()
+                rgba = img.convert("LA" if gray_palette or mode in ("LA", "La") else "RGBA")
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
+    fmt = _format_for(path, fmt)
+    if has_alpha:
+        arr = np.asarray(rgba)
+        color = arr[..., :-1].astype(np.float32).transpose(2, 0, 1) / 255.0
+        return SourceImage(
+            np.ascontiguousarray(color), arr[..., -1].copy(), rgba.mode, fmt, _kept_info(info)
+        )
+    pixels = decode_image(path)  # full precision, EXIF orientation applied
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        out_mode = "I;16"
+    elif mode == "F":
+        out_mode = "F"
+    elif pixels.shape[0] == 1:
+        out_mode = "L"
+    else:
+        out_mode = "RGB"
+    return SourceImage(pixels, None, out_mode, fmt, _kept_info(info))
+
+
+def _gray_palette(img: Image.Image) -> bool:
+    pal = img.getpalette() or []
+    rgb = np.asarray(pal[: len(pal) // 3 * 3]).reshape(-1, 3)
+    return bool(len(rgb)) and bool((rgb == rgb[:, :1]).all())
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "cannot identify image file" in text:
+        return "not an image or unsupported format"
+    return text.splitlines()[0]
+
+
+def _to_pil(image: SourceImage, pixels: np.ndarray) -> Image.Image:
+    x = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
+    if image.mode == "I;16":
+        return Image.fromarray(np.round(x[0] * 65535).astype(np.uint16), "I;16")
+    if image.mode == "F":
+        return Image.fromarray(x[0].astype(np.float32), "F")
+    u8 = np.round(x * 255).astype(np.uint8)
+    if image.alpha is not None:
+        u8 = np.concatenate([u8, image.alpha[None]], axis=0)
+    if u8.shape[0] == 1:
+        return Image.fromarray(u8[0], "L")
+    return Image.fromarray(np.ascontiguousarray(u8.transpose(1, 2, 0)), image.mode)
+
+
+def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.ndarray) -> Path:
+    """Write denoised ``pixels`` in ``image``'s format and mode, atomically (temp + rename).
+
+    Args:
+        path: destination file.
+        image: the source image (mode, format, alpha, save options).
+        pixels: float ``(C, H, W)`` in [0, 1], the shape of ``image.pixels``.
+    """
+    pil = _to_pil(image, pixels)
+    opts: dict[str, Any] = dict(image.info)
+    if image.format in ("JPEG", "WEBP"):
+        opts["quality"] = 95
+    if image.format == "JPEG" and pil.mode not in ("L", "RGB", "CMYK"):
+        pil = pil.convert("RGB")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        try:
+            pil.save(tmp, format=image.format, **opts)
+        except (OSError, ValueError, TypeError):
+            if not opts:
+                raise
+            pil.save(tmp, format=image.format)  # drop options the encoder refuses
+    return target
+
+
+# ---------------------------------------------------------------------------
+# tiling
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    return list(range(0, length - tile, stride)) + [length - tile]
+
+
+def _window(n: int, length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    """1-D blending weights for one tile: zero margin, raised-cosine ramp, flat middle."""
+    w = np.ones(length, dtype=np.float32)
+    ov = min(overlap, length // 2)
+    if n == 1 or ov < 1:
+        return w
+    margin = ov // 4
+    ramp_len = ov - margin
+    t = (np.arange(ramp_len, dtype=np.float32) + 0.5) / ramp_len
+    ramp = np.sin(0.5 * np.pi * t) ** 2
+    rising = np.concatenate([np.zeros(margin, np.float32), ramp])
+    if not first:
+        w[:ov] = rising
+    if not last:
+        w[length - ov :] = np.minimum(w[length - ov :], rising[::-1])
+    return w
+
+
+def _model_channels(model: AutoEncoder) -> int:
+    return int(model.arch_args().get("channels", 1))
+
+
+def _model_size(model: AutoEncoder) -> tuple[int, int]:
+    args = model.arch_args()
+    return int(args.get("height", 28)), int(args.get("width", 28))
+
+
+@torch.no_grad()
+def denoise_array(
+    model: AutoEncoder | LoadedModel,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Denoise one image of any size.
+
+    Args:
+        model: a trained model (or loaded model file).
+        image: float ``(C, H, W)`` in [0, 1] with C 1 or 3 (or ``(H, W)``).
+        tile: tile side for fully convolutional models (fixed-size models use
+            their training size).
+        overlap: overlap between neighbouring tiles, in pixels (at most half a tile).
+        batch_size: tiles per forward pass.
+        device: where to run; default the model's device.
+
+    Returns:
+        float32 array of the input's shape, in [0, 1].
+    """
+    if isinstance(model, LoadedModel):
+        model = model.model
+    x = np.asarray(image, dtype=np.float32)
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ConfigError(f"expected a (C, H, W) image with 1 or 3 channels, got {x.shape}")
+    if tile < 8:
+        raise ConfigError(f"tile size must be at least 8 pixels, not {tile}")
+    if overlap < 0:
+        raise ConfigError(f"tile overlap must be >= 0, not {overlap}")
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    c_img, h, w = x.shape
+    c_mod = _model_channels(model)
+    # Stack of model inputs (G, c_mod, H, W): one per channel, or the gray plane replicated.
+    if c_img == c_mod:
+        stack = x[None]
+    elif c_mod == 1:
+        stack = x[:, None]
+    elif c_img == 1:
+        stack = np.repeat(x[None], c_mod, axis=1)
+    else:
+        raise ConfigError(f"cannot denoise a {c_img}-channel image with a {c_mod}-channel model")
+
+    if model.fully_convolutional:
+        th, tw = min(tile, h), min(tile, w)
+    else:
+        th, tw = _model_size(model)
+    pad_h, pad_w = max(0, th - h), max(0, tw - w)
+    if pad_h or pad_w:  # smaller than a fixed-size model's input: pad, run, crop
+        mode = "reflect" if h > 1 and w > 1 else "edge"
+        stack = np.pad(stack, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode=mode)
+    hp, wp = stack.shape[2:]
+    ov_h, ov_w = min(overlap, th // 2), min(overlap, tw // 2)
+    ys, xs = _starts(hp, th, ov_h), _starts(wp, tw, ov_w)
+    wy = [_window(len(ys), th, ov_h, i == 0, i == len(ys) - 1) for i in range(len(ys))]
+    wx = [_window(len(xs), tw, ov_w, j == 0, j == len(xs) - 1) for j in range(len(xs))]
+
+    out = np.zeros(stack.shape, dtype=np.float32)
+    jobs = [(g, i, j) for g in range(len(stack)) for i in range(len(ys)) for j in range(len(xs))]
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(0, len(jobs), max(1, batch_size)):
+            chunk = jobs[k : k + batch_size]
+            batch = np.stack(
+                [stack[g, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for g, i, j in chunk]
+            )
+            pred = model(torch.from_numpy(batch).to(dev)).float().cpu().numpy()
+            for (g, i, j), p in zip(chunk, pred, strict=True):
+                weight = wy[i][:, None] * wx[j][None, :]
+                out[g, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] += p * weight
+    finally:
+        model.train(was_training)
+    # The window is separable and each row (column) of tiles shares its y (x) weights,
+    # so the weight sum is the outer product of the 1-D sums: no full-size weight map.
+    sy = np.zeros(hp, np.float32)
+    sx = np.zeros(wp, np.float32)
+    for i, y0 in enumerate(ys):
+        sy[y0 : y0 + th] += wy[i]
+    for j, x0 in enumerate(xs):
+        sx[x0 : x0 + tw] += wx[j]
+    out /= sy[:, None] * sx[None, :]
+    out = out[:, :, :h, :w]
+    if c_img == c_mod:
+        result = out[0]
+    elif c_mod == 1:
+        result = out[:, 0]
+    else:
+        result = out[0].mean(axis=0, keepdims=True)
+    result = np.clip(result, 0.0, 1.0)
+    return np.ascontiguousarray(result[0] if squeeze else result)
+
+
+def _model_device(model: AutoEncoder) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------
+# output paths and safety
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _input_roots(refs: Sequence[ImageRef]) -> list[Path]:
+    roots: set[Path] = set()
+    for ref in refs:
+        parts = PurePosixPath(ref.relpath).parts
+        if ".." in parts or PurePosixPath(ref.relpath).is_absolute():
+            continue
+        root = ref.path
+        for _ in parts:
+            root = root.parent
+        roots.add(root)
+    return sorted(roots)
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]):
+    """Refuse an output folder that is, contains or lies inside an input folder.
+
+    Raises:
+        OutputError: OUT is an input folder, is inside one, or holds one, or
+            OUT exists and is not a folder.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a folder")
+    real_out = _real(out)
+    for item in inputs:
+        p = Path(item)
+        if not p.is_dir():
+            continue
+        real_in = _real(p)
+        if _inside(real_out, real_in):
+            where = "is" if real_out == real_in else "is inside"
+            raise OutputError(
+                f"output folder {out} {where} the input folder {p}; denoised files could "
+                "overwrite or mix with the originals: pick a folder outside the inputs"
+            )
+        if _inside(real_in, real_out):
+            raise OutputError(
+                f"input folder {p} is inside the output folder {out}; denoised files could "
+                "overwrite the originals: pick a folder outside the inputs"
+            )
+
+
+def output_path(out_dir: str | os.PathLike[str], relpath: str) -> Path:
+    """Where the output for an image with ``relpath`` goes, refusing any escape from OUT.
+
+    Raises:
+        OutputError: the relative path is absolute, has ``..`` parts, or goes
+            through a symlinked folder that points outside OUT.
+    """
+    rel = PurePosixPath(relpath.replace("\\", "/"))
+    parts = [p for p in rel.parts if p not in ("", ".")]
+    if rel.is_absolute() or ".." in parts or not parts:
+        raise OutputError(
+            f"output path for {relpath!r} would leave the output folder; pass the image's "
+            "folder as input instead of a path with '..' or an absolute path"
+        )
+    out = Path(out_dir)
+    dst = out.joinpath(*parts)
+    # realpath resolves symlinks in the parts that exist; parts not yet created cannot be links.
+    if not _inside(_real(dst.parent), _real(out)):
+        raise OutputError(
+            f"output path {dst} goes through a symlink that points outside the output folder"
+        )
+    return dst
+
+
+# ---------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass
+class DenoiseResult:
+    """What happened to one image.
+
+    Attributes:
+        ref: the input image.
+        dst: the output path (None when it could not be decided).
+        status: ``written``, ``exists`` (output present, not overwritten) or ``error``.
+        sigma_est: noise estimate of the input in [0, 1] units.
+        psnr_in, psnr_out, ssim_in, ssim_out: against the reference image,
+            before and after denoising (None without a reference).
+        error: why the image failed, or why the reference was not used.
+        seconds: time spent denoising.
+    """
+
+    ref: ImageRef
+    dst: Path | None
+    status: str
+    sigma_est: float | None = None
+    psnr_in: float | None = None
+    psnr_out: float | None = None
+    ssim_in: float | None = None
+    ssim_out: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class DenoiseSummary:
+    """Running totals over :class:`DenoiseResult` objects, for the CLI summary."""
+
+    written: int = 0
+    exists: int = 0
+    errors: int = 0
+    missing_reference: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, r: DenoiseResult) -> None:
+        if r.status == "written":
+            self.written += 1
+        elif r.status == "exists":
+            self.exists += 1
+        else:
+            self.errors += 1
+        if r.status == "written" and r.error:
+            self.missing_reference += 1
+        for key in ("sigma_est", "psnr_in", "psnr_out", "ssim_in", "ssim_out"):
+            v = getattr(r, key)
+            if v is not None:
+                self.sums[key] = self.sums.get(key, 0.0) + v
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def mean(self, key: str) -> float | None:
+        n = self.counts.get(key, 0)
+        return self.sums[key] / n if n else None
+
+
+def _as_model(model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None, device: Any):
+    if model is None:
+        model = bundled_model_path()
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device=device).model
+    if isinstance(model, LoadedModel):
+        return model.model.to(device)
+    return model.to(device)
+
+
+def _reference_for(ref_dir: Path, relpath: str, src: SourceImage) -> np.ndarray:
+    path = output_path(ref_dir, relpath)
+    if not path.exists():
+        raise ImageError(f"no reference image {path}")
+    clean = read_image(path)
+    px = clean.pixels
+    if px.shape[0] != src.pixels.shape[0]:
+        px = (
+            px.mean(axis=0, keepdims=True)
+            if src.pixels.shape[0] == 1
+            else np.repeat(px, src.pixels.shape[0], axis=0)
+        )
+    if px.shape != src.pixels.shape:
+        raise ImageError(
+            f"reference {path} is {px.shape[2]}x{px.shape[1]}, the image is "
+            f"{src.pixels.shape[2]}x{src.pixels.shape[1]}"
+        )
+    return px
+
+
+def denoise_images(
+    inputs: Iterable[str | os.PathLike[str]] | Sequence[ImageRef],
+    out_dir: str | os.PathLike[str],
+    model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+    reference: str | os.PathLike[str] | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    strict: bool = False,
+    workers: int | None = None,
+) -> Iterator[DenoiseResult]:
+    """Denoise images and write each to ``out_dir`` at its relative path, same format and mode.
+
+    Inputs and the output folder are checked before this returns; the images
+    are processed as the returned iterator is consumed (one result per image,
+    in input order). Outputs are written atomically (temp file + rename) and
+    never outside ``out_dir``.
+
+    Args:
+        inputs: files and folders, or refs from :func:`~aetool.images.find_images`
+            (for example one shard).
+        out_dir: output folder (created as needed); it may not be, contain or
+            lie inside an input folder.
+        model: a model, loaded model file, or path; None uses the bundled
+            grayscale denoiser (:data:`DEFAULT_DENOISER`).
+        overwrite: replace existing output files (else they are left alone and
+            reported with status ``exists``).
+        reference: folder of clean originals at the same relative paths; adds
+            PSNR and SSIM before and after denoising.
+        tile: tile side for fully convolutional models.
+        overlap: tile overlap in pixels.
+        batch_size: tiles per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        strict: raise on the first image that cannot be read or written.
+        workers: decoding/encoding threads (default: CPU count, at most 4).
+
+    Raises:
+        OutputError: unsafe output folder.
+        ModelFileError: the model file (or the bundled one) is missing or invalid.
+        ImageError: with ``strict``, the first unreadable image.
+    """
+    items = list(inputs)
+    if items and all(isinstance(i, ImageRef) for i in items):
+        refs: list[ImageRef] = list(items)  # type: ignore[arg-type]
+        roots: list[str | os.PathLike[str]] = list(_input_roots(refs))
+    else:
+        refs, _ = find_images(items)  # type: ignore[arg-type]
+        roots = list(items)  # type: ignore[arg-type]
+    check_output_dir(out_dir, roots)
+    if tile < 8:
+        raise ConfigError(f"--tile must be at least 8 pixels, not {tile}")
+    if not 0 <= overlap < tile:
+        raise ConfigError(f"--overlap must be in [0, tile), not {overlap}")
+    ref_dir = Path(reference) if reference is not None else None
+    if ref_dir is not None and not ref_dir.is_dir():
+        raise ImageError(f"reference folder {ref_dir} does not exist")
+    dev = resolve_device(device)
+    net = _as_model(model, dev)
+    n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+    return _pipeline(
+        refs, Path(out_dir), net, dev, overwrite, ref_dir, tile, overlap, batch_size, strict,
+        n_workers,
+    )  # fmt: skip
+
+
+def _pipeline(
+    refs: list[ImageRef],
+    out: Path,
+    net: AutoEncoder,
+    dev: torch.device,
+    overwrite: bool,
+    ref_dir: Path | None,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    strict: bool,
+    workers: int,
+) -> Iterator[DenoiseResult]:
+    import time
+
+    input_keys = {os.path.realpath(r.path) for r in refs}
+    claimed: set[str] = set()
+
+    def plan(ref: ImageRef) -> DenoiseResult | Path:
+        try:
+            dst = output_path(out, ref.relpath)
+        except OutputError as exc:
+            return DenoiseResult(ref, None, "error", error=str(exc))
+        key = os.path.realpath(dst)
+        if key in input_keys:
+            return DenoiseResult(ref, dst, "error", error=f"{dst} is an input image")
+        if key in claimed:
+            return DenoiseResult(ref, dst, "error", error=f"{dst} is the output of another input")
+        claimed.add(key)
+        if (dst.exists() or dst.is_symlink()) and not overwrite:
+            return DenoiseResult(ref, dst, "exists", error="output exists (use --overwrite)")
+        if dst.is_dir():
+            return DenoiseResult(ref, dst, "error", error=f"{dst} is a folder")
+        return dst
+
+    def decode(ref: ImageRef) -> SourceImage:
+        return read_image(ref.path)
+
+    def write(dst: Path, src: SourceImage, pixels: np.ndarray) -> None:
+        if not _inside(_real(dst.parent), _real(out)):  # re-check: folders may have changed
+            raise OutputError(f"output path {dst} goes through a symlink out of {out}")
+        write_image(dst, src, pixels)
+
+    ahead = 2 * workers
+    with ThreadPoolExecutor(workers) as pool:
+        todo = iter(refs)
+        decoding: deque[tuple[ImageRef, DenoiseResult | tuple[Path, Future[SourceImage]]]]
+        decoding = deque()
+        writing: deque[tuple[DenoiseResult, Future[None] | None]] = deque()
+
+        def refill() -> None:
+            while len(decoding) < ahead:
+                ref = next(todo, None)
+                if ref is None:
+                    return
+                p = plan(ref)
+                decoding.append(
+                    (ref, p if isinstance(p, DenoiseResult) else (p, pool.submit(decode, ref)))
+                )
+
+        def finish(block: bool) -> Iterator[DenoiseResult]:
+            while writing and (block or writing[0][1] is None or writing[0][1].done()):
+                res, fut = writing.popleft()
+                if fut is not None:
+                    try:
+                        fut.result()
+                    except (OSError, ValueError, ImageError, OutputError) as exc:
+                        if strict:
+                            raise ImageError(
+                                f"{res.ref.path}: cannot write {res.dst}: {exc}"
+                            ) from None
+                        res.status, res.error = "error", f"cannot write {res.dst}: {_reason(exc)}"
+                        res.psnr_in = res.psnr_out = res.ssim_in = res.ssim_out = None
+                yield res
+
+        refill()
+        while decoding:
+            ref, job = decoding.popleft()
+            refill()
+            if isinstance(job, DenoiseResult):
+                if strict and job.status == "error":
+                    raise OutputError(f"{ref.path}: {job.error}")
+                writing.append((job, None))
+            else:
+                dst, fut = job
+                try:
+                    src = fut.result()
+                except ImageError as exc:
+                    if strict:
+                        raise
+                    msg = str(exc)
+                    prefix = f"{ref.path}: "
+                    writing.append(
+                        (DenoiseResult(ref, dst, "error", error=msg.removeprefix(prefix)), None)
+                    )
+                else:
+                    t0 = time.perf_counter()
+                    den = denoise_array(
+                        net, src.pixels, tile=tile, overlap=overlap, batch_size=batch_size,
+                        device=dev,
+                    )  # fmt: skip
+                    res = DenoiseResult(
+                        ref, dst, "written", sigma_est=estimate_sigma(src.pixels),
+                        seconds=time.perf_counter() - t0,
+                    )  # fmt: skip
+                    if ref_dir is not None:
+                        try:
+                            clean = _reference_for(ref_dir, ref.relpath, src)
+                        except (ImageError, OutputError) as exc:
+                            res.error = f"reference not used: {exc}"
+                        else:
+                            res.psnr_in, res.psnr_out = psnr(clean, src.pixels), psnr(clean, den)
+                            res.ssim_in, res.ssim_out = ssim(clean, src.pixels), ssim(clean, den)
+                    writing.append((res, pool.submit(write, dst, src, den)))
+            yield from finish(block=len(writing) > ahead)
+        yield from finish(block=True)

@@ -1,0 +1,49 @@
+"""Deterministic, disjoint shards of an input list for batch jobs (``--shard I/N``).
+
+An image belongs to shard ``I`` of ``N`` when a stable hash (BLAKE2b) of its
+relative path, taken modulo ``N``, equals ``I - 1``. Every machine or job
+that sees the same inputs makes the same choice, the shards are disjoint and
+their union is the whole input, whatever order the inputs arrive in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from aetool.errors import ConfigError
+from aetool.images import ImageRef
+
+__all__ = ["in_shard", "parse_shard", "select_shard"]
+
+T = TypeVar("T", bound=ImageRef)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` with 1 <= I <= N -> ``(I, N)``; None stays None."""
+    if spec is None:
+        return None
+    i_s, sep, n_s = spec.partition("/")
+    try:
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise ConfigError(f"--shard {spec!r} is not I/N with 1 <= I <= N (for example 2/8)")
+    return i, n
+
+
+def in_shard(key: str, index: int, count: int) -> bool:
+    """Whether ``key`` (a relative path) falls in shard ``index`` (1-based) of ``count``."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count == index - 1
+
+
+def select_shard(refs: Iterable[T], shard: tuple[int, int] | str | None) -> Iterator[T]:
+    """Yield the refs of one shard (all of them when ``shard`` is None)."""
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    for ref in refs:
+        if shard is None or in_shard(ref.relpath, *shard):
+            yield ref

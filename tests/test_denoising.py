@@ -1,0 +1,391 @@
+"""Tests for aetool.denoising: tiling, channels, formats and modes, output safety, PSNR gains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from aetool.denoising import (
+    bundled_model_path,
+    check_output_dir,
+    denoise_array,
+    denoise_images,
+    estimate_sigma,
+    output_path,
+    psnr,
+    read_image,
+    ssim,
+)
+from aetool.errors import ImageError, ModelFileError, OutputError
+from aetool.images import find_images
+from aetool.modelfile import load_model, save_model
+from aetool.models import AutoEncoder, create_model, register_model
+
+
+@register_model("test-identity", "test only: returns its input")
+class IdentityModel(AutoEncoder):
+    fully_convolutional = True
+    has_vector_latent = False
+
+    def __init__(self, channels: int = 1, height: int = 16, width: int = 16, latent_dim: int = 1):
+        super().__init__()
+        self._arch_args = dict(channels=channels, height=height, width=width, latent_dim=latent_dim)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+@register_model("test-tiny-fc", "test only: two 3x3 convolutions")
+class TinyConv(AutoEncoder):
+    fully_convolutional = True
+    has_vector_latent = False
+
+    def __init__(self, channels: int = 1, height: int = 16, width: int = 16, latent_dim: int = 1):
+        super().__init__()
+        self._arch_args = dict(channels=channels, height=height, width=width, latent_dim=latent_dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, channels, 3, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def identity(channels: int = 1) -> AutoEncoder:
+    return create_model("test-identity", channels=channels).eval()
+
+
+def train_tiny_denoiser(root: Path) -> AutoEncoder:
+    """A small residual U-Net trained for a few seconds on camera crops with sigma 0.1 noise."""
+    from skimage import data
+
+    from aetool.images import load_images
+    from aetool.models import ModelConfig
+    from aetool.training import TrainConfig, train
+
+    cam = data.camera()
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(8):
+        y, x = (i // 4) * 128 + 64, (i % 4) * 96 + 64
+        Image.fromarray(cam[y : y + 96, x : x + 96]).save(root / f"c{i}.png")
+    extra = dict(base_channels=8, depth=2, max_channels=16, convs_per_level=1, bottleneck_convs=1)
+    result = train(
+        load_images([root], native_size=True),
+        ModelConfig(arch="denoiser", extra=extra),
+        TrainConfig(
+            epochs=5, batch_size=16, patch_size=32, patches_per_epoch=256, noise="gaussian:0.1",
+            lr=3e-3, val_split=0.0, device="cpu", amp=False, seed=0,
+        ),  # fmt: skip
+    )
+    return result.model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_denoiser(tmp_path_factory: pytest.TempPathFactory) -> AutoEncoder:
+    return train_tiny_denoiser(tmp_path_factory.mktemp("train"))
+
+
+# ---------------------------------------------------------------------------
+# numbers
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.05, 0.1])
+def test_estimate_sigma_is_calibrated(sigma: float) -> None:
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0.2, 0.8, 200, dtype=np.float32), (3, 200, 1))
+    noisy = clean + rng.normal(0, sigma, clean.shape).astype(np.float32)
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.08)
+    assert estimate_sigma(clean) < 0.002
+
+
+def test_psnr_and_ssim() -> None:
+    a = np.full((1, 32, 32), 0.5, np.float32)
+    b = a + 0.1
+    assert psnr(a, b) == pytest.approx(20.0, abs=1e-4)
+    assert psnr(a, a) == 100.0
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    rng = np.random.default_rng(0)
+    assert ssim(a, a + rng.normal(0, 0.2, a.shape).astype(np.float32)) < 0.5
+
+
+# ---------------------------------------------------------------------------
+# tiling and channels
+
+
+def test_tiled_equals_whole_for_fully_convolutional_model() -> None:
+    torch.manual_seed(0)
+    model = TinyConv().eval()
+    x = np.random.default_rng(0).random((1, 300, 410), dtype=np.float32)
+    whole = denoise_array(model, x, tile=512)
+    tiled = denoise_array(model, x, tile=64, overlap=16)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(x)[None])[0].numpy()
+    assert np.abs(whole - direct).max() < 1e-6
+    assert np.abs(tiled - whole).max() < 1e-3
+
+
+def test_tiled_unet_has_no_seams() -> None:
+    torch.manual_seed(0)
+    model = create_model("denoiser", base_channels=8, depth=2, max_channels=16).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape) * 0.05)
+    yy, xx = np.mgrid[0:200, 0:200] / 200
+    x = (0.3 + 0.4 * np.sin(3 * xx) * np.cos(2 * yy)).astype(np.float32)[None]
+    tiled = denoise_array(model, x, tile=64, overlap=32)
+    whole = denoise_array(model, x, tile=256)
+    # The U-Net sees further than the tile margin, so tiles differ slightly from the whole
+    # image, but blending keeps that small and free of jumps at tile borders.
+    assert np.abs(tiled - whole).mean() < 0.01
+    jumps = np.abs(np.diff(tiled[0], axis=1)).max()
+    assert jumps < np.abs(np.diff(whole[0], axis=1)).max() + 0.02
+
+
+def test_gray_model_denoises_each_rgb_channel() -> None:
+    torch.manual_seed(0)
+    model = TinyConv(channels=1).eval()
+    x = np.random.default_rng(1).random((3, 40, 50), dtype=np.float32)
+    out = denoise_array(model, x)
+    assert out.shape == x.shape
+    for c in range(3):
+        np.testing.assert_allclose(out[c], denoise_array(model, x[c : c + 1])[0], atol=1e-6)
+
+
+def test_rgb_model_on_gray_image_replicates_and_averages() -> None:
+    out = denoise_array(identity(channels=3), np.full((1, 20, 30), 0.25, np.float32))
+    assert out.shape == (1, 20, 30)
+    np.testing.assert_allclose(out, 0.25, atol=1e-6)
+    assert denoise_array(identity(), np.zeros((20, 30), np.float32)).shape == (20, 30)
+
+
+def test_fixed_size_model_tiles_at_its_input_size() -> None:
+    torch.manual_seed(0)
+    model = create_model("conv", channels=1, height=16, width=16, latent_dim=4).eval()
+    x = np.random.default_rng(2).random((1, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(denoise_array(model, x), direct, atol=1e-6)
+    for shape in [(1, 45, 70), (1, 9, 5), (3, 33, 17)]:
+        out = denoise_array(model, np.random.default_rng(3).random(shape, dtype=np.float32))
+        assert out.shape == shape
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_trained_denoiser_improves_psnr(tiny_denoiser: AutoEncoder) -> None:
+    from skimage import data
+
+    clean = data.moon()[:160, :200].astype(np.float32)[None] / 255
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    out = denoise_array(tiny_denoiser, noisy.astype(np.float32), tile=64, overlap=16)
+    assert psnr(clean, out) > psnr(clean, noisy) + 4.0
+    assert ssim(clean, out) > ssim(clean, noisy) + 0.1
+
+
+# ---------------------------------------------------------------------------
+# formats and modes
+
+
+def _make(path: Path, arr: np.ndarray, mode: str | None = None, **save: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode).save(path, **save) if mode else Image.fromarray(arr).save(
+        path, **save
+    )
+    return path
+
+
+def _arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "gray.png": rng.integers(0, 256, (20, 30), dtype=np.uint8),
+        "rgb.png": rng.integers(0, 256, (20, 30, 3), dtype=np.uint8),
+        "rgba.png": rng.integers(0, 256, (20, 30, 4), dtype=np.uint8),
+        "deep16.png": rng.integers(0, 65536, (20, 30), dtype=np.uint16),
+        "gray.bmp": rng.integers(0, 256, (20, 30), dtype=np.uint8),
+        "rgb.tif": rng.integers(0, 256, (20, 30, 3), dtype=np.uint8),
+        "deep16.tif": rng.integers(0, 65536, (20, 30), dtype=np.uint16),
+    }
+
+
+def test_lossless_formats_round_trip_exactly_with_identity_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    arrays = _arrays(rng)
+    arrays["deep16.png"][0, :3] = [0, 1, 65535]  # extremes and the smallest step survive
+    for name, arr in arrays.items():
+        _make(src / "sub" / name, arr)
+    la = np.stack([arrays["gray.png"], rng.integers(0, 256, (20, 30), dtype=np.uint8)], -1)
+    _make(src / "la.png", la, "LA")
+    results = list(denoise_images([src], tmp_path / "out", identity(), device="cpu"))
+    assert [r.status for r in results] == ["written"] * 8
+    for r in results:
+        assert r.dst == tmp_path / "out" / r.ref.relpath
+        with Image.open(r.ref.path) as a, Image.open(r.dst) as b:
+            assert (b.format, b.mode, b.size) == (a.format, a.mode, a.size), r.ref.relpath
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=r.ref.relpath)
+    with Image.open(tmp_path / "out/sub/deep16.png") as im:
+        assert im.mode == "I;16" and np.asarray(im).max() == 65535
+
+
+def test_sixteen_bit_output_keeps_full_precision(tmp_path: Path) -> None:
+    ramp = np.tile(np.arange(0, 60000, 100, dtype=np.uint16), (8, 1)) + 7  # not multiples of 257
+    _make(tmp_path / "in/ramp.png", ramp)
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", model.eval(), device="cpu")
+    out = np.asarray(Image.open(r.dst)).astype(np.int64)
+    np.testing.assert_array_less(np.abs(out - ramp.astype(np.int64) / 2), 1.0)
+    assert len(np.unique(out)) == len(np.unique(ramp))  # not quantised to 8 bits
+
+
+def test_rgba_alpha_untouched_and_jpeg_quality(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)
+    _make(tmp_path / "in/a.png", rgba)
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = np.stack([xx * 3, yy * 4, (xx + yy) * 2], -1).astype(np.uint8)
+    _make(tmp_path / "in/photo.jpg", smooth, quality=95)
+    _make(tmp_path / "in/gray.jpg", smooth[..., 0])
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)
+    results = {r.ref.relpath: r for r in denoise_images([tmp_path / "in"], tmp_path / "out",
+                                                         model.eval(), device="cpu")}  # fmt: skip
+    out = np.asarray(Image.open(results["a.png"].dst))
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    assert np.abs(out[..., :3].astype(int) - np.round(rgba[..., :3] / 2)).max() <= 1
+    for name, mode in [("photo.jpg", "RGB"), ("gray.jpg", "L")]:
+        with Image.open(results[name].dst) as im:
+            assert (im.format, im.mode, im.size) == ("JPEG", mode, (64, 48))
+            ref = np.asarray(Image.open(tmp_path / "in" / name)).astype(float) / 2
+            assert np.abs(np.asarray(im).astype(float) - ref).mean() < 2.0  # quality 95
+
+
+def test_palette_image_is_written_as_rgb(tmp_path: Path) -> None:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (10, 12, 3), np.uint8))
+    img.quantize(16).save(tmp_path / "p.png")
+    src = read_image(tmp_path / "p.png")
+    assert src.mode == "RGB" and src.pixels.shape == (3, 10, 12)
+
+
+def test_read_image_reports_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name in ("bad.png", "empty.png"):
+        with pytest.raises(ImageError, match=name):
+            read_image(tmp_path / name)
+
+
+# ---------------------------------------------------------------------------
+# paths and safety
+
+
+def test_relative_paths_are_mirrored(tmp_path: Path) -> None:
+    for rel in ("a/b/one.png", "a/two.png", "three.png"):
+        _make(tmp_path / "in" / rel, np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    results = list(denoise_images([tmp_path / "in"], out, identity(), device="cpu"))
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["a/b/one.png", "a/two.png", "three.png"]
+    assert [r.status for r in results] == ["written"] * 3
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # temp files renamed
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path: Path) -> None:
+    _make(tmp_path / "in/x.png", np.full((8, 8), 100, np.uint8))
+    _make(tmp_path / "in/y.png", np.full((8, 8), 100, np.uint8))
+    out = tmp_path / "out"
+    _make(out / "x.png", np.full((8, 8), 7, np.uint8))
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)
+    res = {r.ref.relpath: r for r in denoise_images([tmp_path / "in"], out, model, device="cpu")}
+    assert res["x.png"].status == "exists" and res["y.png"].status == "written"
+    assert np.asarray(Image.open(out / "x.png")).max() == 7
+    res = list(denoise_images([tmp_path / "in"], out, model, overwrite=True, device="cpu"))
+    assert [r.status for r in res] == ["written", "written"]
+    assert np.asarray(Image.open(out / "x.png")).max() == 50
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_output_folder_overlapping_input_is_refused(tmp_path: Path, where: str) -> None:
+    src = tmp_path / "data" / "in"
+    _make(src / "x.png", np.zeros((8, 8), np.uint8))
+    out = {"same": src, "inside": src / "den", "parent": tmp_path / "data"}[where]
+    with pytest.raises(OutputError, match="outside the inputs"):
+        denoise_images([src], out, identity())
+    refs, _ = find_images([src])
+    with pytest.raises(OutputError):
+        denoise_images(refs, out, identity())  # refs carry their root too
+    check_output_dir(tmp_path / "elsewhere", [src])  # a separate folder is fine
+
+
+def test_symlink_escape_and_dotdot_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    _make(src / "sub" / "x.png", np.zeros((8, 8), np.uint8))
+    _make(src / "y.png", np.zeros((8, 8), np.uint8))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "sub")
+    res = {r.ref.relpath: r for r in denoise_images([src], out, identity(), device="cpu")}
+    assert res["sub/x.png"].status == "error" and "symlink" in (res["sub/x.png"].error or "")
+    assert res["y.png"].status == "written"
+    assert list(outside.iterdir()) == []
+    for bad in ("../x.png", "/etc/x.png", "a/../../x.png"):
+        with pytest.raises(OutputError, match="leave the output folder"):
+            output_path(out, bad)
+    assert output_path(out, "./a/b.png") == out / "a" / "b.png"
+
+
+def test_unreadable_input_is_an_error_row_or_fatal_with_strict(tmp_path: Path) -> None:
+    _make(tmp_path / "in/good.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "in/bad.png").write_bytes(b"garbage")
+    res = list(denoise_images([tmp_path / "in"], tmp_path / "out", identity(), device="cpu"))
+    assert [(r.ref.relpath, r.status) for r in res] == [("bad.png", "error"), ("good.png", "written")]
+    assert "cannot decode" in (res[0].error or "")
+    assert not (tmp_path / "out/bad.png").exists()
+    with pytest.raises(ImageError, match="bad.png"):
+        list(denoise_images([tmp_path / "in"], tmp_path / "o2", identity(), strict=True))
+
+
+def test_reference_metrics_and_missing_reference(tmp_path: Path, tiny_denoiser) -> None:
+    from skimage import data
+
+    clean = data.camera()[100:228, 100:228]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25.5, clean.shape), 0, 255)
+    _make(tmp_path / "clean/n.png", clean)
+    _make(tmp_path / "noisy/n.png", noisy.astype(np.uint8))
+    _make(tmp_path / "noisy/extra.png", clean)
+    res = {
+        r.ref.relpath: r
+        for r in denoise_images(
+            [tmp_path / "noisy"], tmp_path / "out", tiny_denoiser, reference=tmp_path / "clean"
+        )
+    }
+    r = res["n.png"]
+    assert r.sigma_est == pytest.approx(0.1, rel=0.15)
+    assert r.psnr_out > r.psnr_in + 3 and r.ssim_out > r.ssim_in
+    assert r.psnr_in == pytest.approx(20.2, abs=0.5)
+    assert res["extra.png"].status == "written" and res["extra.png"].psnr_in is None
+    assert "reference not used" in (res["extra.png"].error or "")
+
+
+def test_model_file_and_bundled_model(tmp_path: Path) -> None:
+    path = save_model(tmp_path / "id.safetensors", identity(), {"preprocessing": {"channels": 1}})
+    _make(tmp_path / "in/x.png", np.full((8, 8), 9, np.uint8))
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", path, device="cpu")
+    assert r.status == "written" and np.asarray(Image.open(r.dst)).max() == 9
+    assert load_model(path).model.fully_convolutional
+    with pytest.raises(ModelFileError, match="missing from this installation"):
+        bundled_model_path("no-such-model.safetensors")

@@ -1,0 +1,169 @@
+"""Device selection everywhere; CUDA paths (marked gpu, skipped without a GPU)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aetool.training as training
+from aetool.devices import autocast_dtype, resolve_device
+from aetool.errors import ConfigError
+from aetool.images import load_images
+from aetool.modelfile import load_model
+from aetool.models import ModelConfig, create_model
+from aetool.training import TrainConfig, _Feeder, reconstruct, train
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_auto_and_cpu_resolve_to_the_cpu_without_a_gpu(no_cuda: None) -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    dev = torch.device("cpu")
+    assert resolve_device(dev) is dev
+    assert autocast_dtype(dev) is None  # no mixed precision on the CPU
+
+
+@pytest.mark.parametrize("spec", ["cuda", "cuda:0", "CUDA:1"])
+def test_cuda_without_a_gpu_is_a_one_line_config_error(no_cuda: None, spec: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_device(spec)
+    msg = str(err.value)
+    assert "\n" not in msg and "no CUDA device" in msg and "cpu" in msg
+
+
+def test_cuda_index_beyond_the_devices_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"only 2 CUDA device\(s\) present \(cuda:0\.\.1\)"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("spec", ["gpu", "mps0", "cuda0", "tpu", "0"])
+def test_unknown_specs_name_the_choices(spec: str) -> None:
+    with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
+        resolve_device(spec)
+
+
+def test_compile_refuses_the_contractive_penalty() -> None:
+    with pytest.raises(ConfigError, match="--compile cannot be combined with --contractive"):
+        TrainConfig(compile=True, contractive=0.1).validate()
+
+
+@pytest.mark.slow
+def test_compiled_training_on_cpu_matches_eager_closely(blob_folder: Path) -> None:
+    images = load_images([blob_folder])
+    runs = [
+        train(images, ModelConfig(latent_dim=4), TrainConfig(epochs=2, device="cpu", compile=c))
+        for c in (False, True)
+    ]
+    eager, compiled = (r.history[-1].train_loss for r in runs)
+    assert math.isfinite(compiled) and abs(compiled - eager) < 0.05 * eager
+
+
+# ---------------------------------------------------------------------------
+# CUDA (skipped without a GPU by the hook in conftest.py)
+
+
+@pytest.mark.gpu
+def test_auto_picks_cuda_and_amp_dtype() -> None:
+    assert resolve_device("auto").type == "cuda"
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert autocast_dtype(torch.device("cuda")) == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", [True, False])
+def test_tiny_cuda_training_learns_and_saves(blob_folder: Path, tmp_path: Path, amp: bool) -> None:
+    images = load_images([blob_folder])
+    result = train(
+        images, ModelConfig(latent_dim=4), TrainConfig(epochs=4, device="cuda", lr=3e-3, amp=amp)
+    )
+    t = result.metadata["training"]
+    assert t["device"].startswith("cuda")
+    losses = t["history"]["train_loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    loaded = load_model(result.save(tmp_path / "m.safetensors"))
+    assert next(loaded.model.parameters()).device.type == "cpu"  # files load anywhere
+
+
+@pytest.mark.gpu
+def test_fp16_grad_scaler_path(blob_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Force the fp16 + GradScaler branch even on GPUs that support bf16.
+    monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.float16)
+    images = load_images([blob_folder])
+    cfg = TrainConfig(epochs=3, device="cuda", lr=3e-3, amp=True)
+    losses = train(images, ModelConfig(latent_dim=4), cfg).metadata["training"]["history"]
+    assert all(math.isfinite(v) for v in losses["train_loss"])
+    assert losses["train_loss"][-1] < losses["train_loss"][0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["conv", "dense", "denoiser"])
+def test_cuda_and_cpu_reconstructions_agree(arch: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(arch, channels=1, height=32, width=32, latent_dim=8).eval()
+    x = torch.rand(16, 1, 32, 32)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        cpu = reconstruct(model, x)
+        gpu = reconstruct(model.cuda(), x.cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert torch.allclose(cpu, gpu, atol=1e-5), (cpu - gpu).abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("resident", [True, False])
+def test_feeder_converts_uint8_on_the_gpu(
+    blob_folder: Path, monkeypatch: pytest.MonkeyPatch, resident: bool
+) -> None:
+    images = load_images([blob_folder])
+    if not resident:  # pretend the GPU is full: batches go through pinned host memory
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 1))
+    feeder = _Feeder(images, torch.device("cuda"), None)
+    assert feeder.cache.device.type == ("cuda" if resident else "cpu")
+    idx = torch.tensor([5, 0, 7])
+    batch = feeder.batch(idx)
+    assert batch.device.type == "cuda" and batch.dtype == torch.float32
+    expected = torch.from_numpy(np.asarray(images.data)[idx.numpy()]).float() / 255
+    assert torch.equal(batch.cpu(), expected)
+    if not resident:
+        assert feeder.pinned is not None and feeder.pinned.is_pinned()
+
+
+@pytest.mark.gpu
+def test_compiled_cuda_training(blob_folder: Path) -> None:
+    images = load_images([blob_folder])
+    cfg = TrainConfig(epochs=2, device="cuda", compile=True)
+    result = train(images, ModelConfig(latent_dim=4), cfg)
+    assert all(math.isfinite(v) for v in result.metadata["training"]["history"]["train_loss"])
+    assert not any(k.startswith("_orig_mod") for k in result.model.state_dict())
+
+
+@pytest.mark.gpu
+def test_torchrun_uses_nccl_on_cuda(blob_folder: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    nproc = min(2, torch.cuda.device_count())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={nproc}", "-m", "aetool", "train", str(blob_folder)]
+    cmd += ["-o", str(tmp_path / "m.safetensors"), "--epochs", "2", "--device", "cuda"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [str(tmp_path / "m.safetensors")]
+    t = load_model(tmp_path / "m.safetensors").metadata["training"]
+    assert t["distributed"]["backend"] == "nccl" and t["world_size"] == nproc
+    assert len(set(t["distributed"]["rank_checksums"])) == 1
