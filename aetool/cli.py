@@ -35,7 +35,6 @@ from aetool.images import load_images
 from aetool.modelfile import read_metadata
 from aetool.models import ModelConfig, list_models
 from aetool.output import make_err_console
-from aetool.plots import reconstruction_grid, save_png
 from aetool.training import (
     EpochRecord,
     SampleGrids,
@@ -115,7 +114,7 @@ def main() -> None:
 class RichTrainProgress(TrainCallback):
     """Epoch and batch bars on a terminal; one plain line per epoch in logs."""
 
-    def __init__(self, console: Any, epochs: int) -> None:
+    def __init__(self, console: Any, epochs: int | None = None) -> None:
         self.console = console
         self.epochs = epochs
         self.live = console.is_terminal and not console.quiet
@@ -124,6 +123,7 @@ class RichTrainProgress(TrainCallback):
         self._seen = 0
 
     def on_train_start(self, info: dict[str, Any]) -> None:
+        self.epochs = info.get("epochs", self.epochs)
         self.console.print(
             f"Training [bold]{info['arch']}[/] ({info['params']:,} parameters) on "
             f"{info['train']} images, validating on {info['val']}, device {info['device']}"
@@ -232,7 +232,8 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
     "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
 )
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs [default: auto, about 1000 optimizer steps, 30 to 300 epochs].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option(
@@ -245,9 +246,9 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
 @click.option(
     "--patience",
     type=click.IntRange(0),
-    default=10,
-    show_default=True,
-    help="Stop after this many epochs without validation improvement (0: never).",
+    default=None,
+    help="Stop after this many epochs without validation improvement "
+    "[default: auto, about 150 optimizer steps, 10 to 50 epochs; 0: never].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
@@ -294,7 +295,7 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
 @click.option(
     "--compile",
     is_flag=True,
-    help="torch.compile the model for training (pays off on GPUs; see BENCHMARKS.md).",
+    help="torch.compile the training step's model (slower first epoch; see BENCHMARKS.md).",
 )
 @click.option(
     "--distributed",
@@ -371,6 +372,8 @@ def train_cmd(
     result.metadata["training"]["data"] = [str(p.resolve()) for p in inputs]
     path = result.save(output)
     if result.samples:
+        from aetool.plots import reconstruction_grid, save_png
+
         grid = reconstruction_grid(
             result.samples["inputs"], result.samples["recons"], result.samples.get("noisy")
         )
@@ -578,7 +581,7 @@ def _score_inputs(inputs: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for item in inputs:
         if item == "-":
-            paths = read_path_list(click.get_text_stream("stdin"))
+            paths = read_path_list(sys.stdin)
             if not paths:
                 raise click.UsageError("no image paths were read from stdin")
             out.extend(paths)
@@ -804,16 +807,13 @@ def score_cmd(
         progress=progress,
         warn=warn,
     )
-    writer = RowWriter(fmt, click.get_text_stream("stdout"))
+    writer = RowWriter(fmt, sys.stdout)
     with_label = run.columns_with_label
     if prog is not None:
         prog.start()
     try:
         for row in run:
-            d = row.as_dict(with_label=with_label)
-            d["score_kind"] = row.score_kind
-            d["rule"] = row.rule
-            writer.write(d)
+            writer.write(row.as_dict(with_label=with_label, with_info=True))
     finally:
         if prog is not None:
             prog.stop()
@@ -840,9 +840,9 @@ def _dx_paths(args: tuple[str, ...]) -> list[str]:
     """Arguments as paths; `-`, or no arguments with piped stdin, reads newline-separated paths."""
     from aetool.images import read_path_list
 
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     if not args:
-        if stdin.isatty():
+        if stdin is None or stdin.isatty():
             raise click.UsageError(
                 "give input files or folders, or pipe newline-separated paths on stdin"
             )
@@ -1014,7 +1014,7 @@ def denoise_cmd(
         refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
         overlap=overlap, batch_size=batch_size, device=device, strict=strict,
     )  # fmt: skip
-    writer = RowWriter(fmt, click.get_text_stream("stdout"))
+    writer = RowWriter(fmt, sys.stdout)
     summary = DenoiseSummary()
     warned = 0
     t0 = time.perf_counter()
@@ -1179,10 +1179,15 @@ def export_cmd(
                         row["label"] = label_of[ref.path]
                     writer.write(row)
                 bar.advance()
+        if writer is not None and writer.columns is None and writer.fmt == "csv":
+            # No rows (an empty shard): still give CSV readers the header.
+            k = int(loaded.model.arch_args().get("latent_dim", 0))
+            cols = ["path", *(f"z{i}" for i in range(k))] + (["label"] if has_labels else [])
+            writer.stream.write(",".join(cols) + "\n")
         return k
 
     if output is None:
-        k = run(RowWriter(fmt, click.get_text_stream("stdout")))
+        k = run(RowWriter(fmt, sys.stdout))
     elif fmt == "npy":
         import numpy as np
 
@@ -1216,7 +1221,7 @@ def export_cmd(
         )
         + (f" (shard {shard[0]}/{shard[1]} of {len(all_refs)} images)" if shard else "")
     )
-    if n == 0:
+    if n == 0 and refs:
         raise click.ClickException("no image could be encoded")
 
 
@@ -1348,3 +1353,71 @@ def latent_map_cmd(
         tmp.write_bytes(png)
     console.print(f"Mapped {len(codes)} latent code(s) of dimension {len(codes[0])}")
     click.echo(str(output))
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+@cli.command("report")
+@click.argument("inputs", nargs=-1)
+@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file [default: $AETOOL_MODEL, else aetool-model.safetensors].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default="report.html", show_default=True, help="The HTML file to write.")
+@click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write every plot as a PNG file into this folder.")
+@click.option("--score", "score_kind", type=click.Choice(["mse", "ssim", "max-local"]),
+              default="mse", show_default=True)
+@click.option("-t", "--threshold", default="auto", show_default=True,
+              help="As for `aetool score`: auto, a number, pNN or Ksigma.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV with path,label columns; replaces labels from the folder layout.")
+@click.option("--top-n", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="How many most-anomalous and most-normal images to show.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report file.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@common_options
+def report_cmd(
+    inputs: tuple[str, ...],
+    model: Path | None,
+    output: Path,
+    png_dir: Path | None,
+    score_kind: str,
+    threshold: str,
+    labels: Path | None,
+    top_n: int,
+    overwrite: bool,
+    batch_size: int,
+    quiet: bool,
+    device: str,
+) -> None:
+    """Write ONE self-contained HTML report: model, reconstructions, scores, extremes, latents.
+
+    Images are embedded; the file references nothing outside itself. Prints
+    the report's path.
+    """
+    from aetool.modelfile import load_model
+    from aetool.report import write_report
+    from aetool.reporting import build_report
+    from aetool.scoring import read_labels_csv
+
+    console = make_err_console(quiet)
+    if output.exists() and not overwrite:
+        raise click.UsageError(f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere")
+    paths = _score_inputs(inputs)
+    loaded = load_model(model or _default_model())
+    data = build_report(
+        paths, loaded, score_kind=score_kind, threshold=threshold,
+        labels=read_labels_csv(labels) if labels else None, top_n=top_n,
+        batch_size=batch_size, device=device,
+        warn=lambda p, r: console.print(f"[yellow]warning:[/] skipped {p}: {r}"),
+    )  # fmt: skip
+    written = write_report(data, output, png_dir=png_dir)
+    n_flagged = int((data.scores > data.threshold).sum()) if data.scores is not None else 0
+    console.print(
+        f"Report on {len(data.paths)} images ({n_flagged} flagged at {data.threshold:.5g}, "
+        f"{data.threshold_rule}) written to {written[0]}"
+        + (f"; {len(written) - 1} PNG plots in {png_dir}" if png_dir else "")
+    )
+    click.echo(str(written[0]))

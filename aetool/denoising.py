@@ -54,7 +54,7 @@ from PIL import Image, ImageOps
 from aetool.devices import resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
 from aetool.images import ImageRef, decode_image, find_images
-from aetool.modelfile import LoadedModel, atomic_path, load_model
+from aetool.modelfile import UMASK, LoadedModel, atomic_path, load_model
 from aetool.models import AutoEncoder
 
 __all__ = [
@@ -84,9 +84,7 @@ DEFAULT_OVERLAP = 32
 PSNR_CAP = 100.0
 _MAD_TO_SIGMA = 1 / 0.6744897501960817
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-_SAVE_FORMAT_BY_EXT = {
-    ext.lower(): fmt for ext, fmt in Image.registered_extensions().items()
-}  # fmt: skip
+_SAVE_FORMAT_BY_EXT = {ext.lower(): fmt for ext, fmt in Image.registered_extensions().items()}
 
 
 # ---------------------------------------------------------------------------
@@ -257,18 +255,28 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _quantise(pixels: np.ndarray, top: int, dtype: type) -> np.ndarray:
+    # One float copy, modified in place: the write path must not multiply memory.
+    x = np.nan_to_num(np.asarray(pixels, dtype=np.float32), copy=True)
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= top
+    np.rint(x, out=x)
+    return x.astype(dtype)
+
+
 def _to_pil(image: SourceImage, pixels: np.ndarray) -> Image.Image:
-    x = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
+    # Pillow infers the mode from dtype and shape: uint16 -> I;16, float32 -> F,
+    # uint8 with 1/2/3/4 channels -> L/LA/RGB/RGBA.
     if image.mode == "I;16":
-        return Image.fromarray(np.round(x[0] * 65535).astype(np.uint16), "I;16")
+        return Image.fromarray(_quantise(pixels[0], 65535, np.uint16))
     if image.mode == "F":
-        return Image.fromarray(x[0].astype(np.float32), "F")
-    u8 = np.round(x * 255).astype(np.uint8)
+        return Image.fromarray(np.clip(np.nan_to_num(pixels[0]), 0.0, 1.0).astype(np.float32))
+    u8 = _quantise(pixels, 255, np.uint8)
     if image.alpha is not None:
         u8 = np.concatenate([u8, image.alpha[None]], axis=0)
     if u8.shape[0] == 1:
-        return Image.fromarray(u8[0], "L")
-    return Image.fromarray(np.ascontiguousarray(u8.transpose(1, 2, 0)), image.mode)
+        return Image.fromarray(u8[0])
+    return Image.fromarray(np.ascontiguousarray(u8.transpose(1, 2, 0)))
 
 
 def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.ndarray) -> Path:
@@ -293,6 +301,7 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
             if not opts:
                 raise
             pil.save(tmp, format=image.format)  # drop options the encoder refuses
+        os.chmod(tmp, 0o666 & ~UMASK)  # temp files are created 0600; outputs are ordinary files
     return target
 
 
@@ -422,6 +431,7 @@ def denoise_array(
     for j, x0 in enumerate(xs):
         sx[x0 : x0 + tw] += wx[j]
     out /= sy[:, None] * sx[None, :]
+    np.clip(out, 0.0, 1.0, out=out)
     out = out[:, :, :h, :w]
     if c_img == c_mod:
         result = out[0]
@@ -429,7 +439,6 @@ def denoise_array(
         result = out[:, 0]
     else:
         result = out[0].mean(axis=0, keepdims=True)
-    result = np.clip(result, 0.0, 1.0)
     return np.ascontiguousarray(result[0] if squeeze else result)
 
 

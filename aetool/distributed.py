@@ -31,6 +31,10 @@ How a run is split:
 * Only rank 0 reports progress, writes the model file and prints its path.
   The model file is the same kind as a single-process run's; its training
   record adds ``world_size``, ``backend`` and per-rank weight checksums.
+* ``--resume`` works under torchrun (every process reads the file). Ctrl-C
+  makes torchrun stop every process, so a resumable file is written only when
+  rank 0 gets that far; prefer ``--patience`` and ``--epochs`` to bound a run.
+* ``torch.compile`` (``--compile``) compiles the DDP-wrapped module.
 """
 
 from __future__ import annotations

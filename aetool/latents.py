@@ -222,8 +222,8 @@ def strip_image(frames: np.ndarray, min_height: int = 64, gap: int = 1) -> Image
         x0 = i * (ws + gap)
         canvas[:, :, x0 : x0 + ws] = u8[i]
     if c == 1:
-        return Image.fromarray(canvas[0], "L")
-    return Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 2, 0)), "RGB")
+        return Image.fromarray(canvas[0])
+    return Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 2, 0)))
 
 
 def folder_labels(relpaths: Sequence[str]) -> list[Any]:

@@ -38,6 +38,9 @@ __all__ = [
 FORMAT = "aetool-model"
 FORMAT_VERSION = 1
 _META_KEY = "aetool"
+# The process umask, read once at import (os.umask can only be read by setting it).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 @dataclass
@@ -75,6 +78,8 @@ class atomic_path:  # noqa: N801 - used like a function in a with-statement
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
+            # mkstemp creates 0600 files; give the result the usual permissions.
+            os.chmod(self.tmp, 0o666 & ~UMASK)
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)

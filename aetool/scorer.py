@@ -65,7 +65,6 @@ from aetool.scoring import (
     fit_threshold,
     infer_labels,
     parse_threshold,
-    percentile_rank,
     pixel_roc_auc,
 )
 from aetool.sharding import in_shard, parse_shard
@@ -274,6 +273,11 @@ def _norm_key(path: str) -> str:
     while key.startswith("./"):
         key = key[2:]
     return key
+
+
+def _label_key(ref: ImageRef) -> str:
+    root = Path(_root_of(ref)).name
+    return f"{root}/{ref.relpath}" if root else ref.relpath
 
 
 def _match_labels(refs: Sequence[ImageRef], labels: Mapping[str, int]) -> list[int | None]:
@@ -510,7 +514,9 @@ class ScoreRun:
             path, score, self.threshold, None, score_kind=self.score_kind, label=label, error=error
         )
         if row.score is not None and math.isfinite(row.score) and self._val.size:
-            row.percentile = float(percentile_rank(row.score, self._val))
+            # percentile_rank's definition, on the validation scores sorted once.
+            rank = np.searchsorted(self._val, row.score, side="right")
+            row.percentile = float(rank * (100.0 / self._val.size))
         return row
 
     def _fail(self, path: str, label: int | None, error: str) -> ScoreRow:
@@ -765,7 +771,9 @@ def score_images(
         all_labels = _match_labels(refs, labels)
         source = "labels file"
     elif infer:
-        all_labels = infer_labels([r.relpath for r in refs])
+        # Include each scored folder's own name: `score test/good` and
+        # `score normal/ abnormal/` are labelled like their parent would be.
+        all_labels = infer_labels([_label_key(r) for r in refs])
         source = "folder layout"
     else:
         all_labels = [None] * len(refs)

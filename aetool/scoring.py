@@ -705,9 +705,10 @@ class ScoreRow:
     rule: str = ""
     score_kind: str = "mse"
 
-    def as_dict(self, with_label: bool | None = None) -> dict[str, Any]:
+    def as_dict(self, with_label: bool | None = None, with_info: bool = False) -> dict[str, Any]:
         """Ordered output columns: path, score, threshold, is_anomaly, percentile,
-        label (when ``with_label``; by default when this row has one), error.
+        label (when ``with_label``; by default when this row has one), error,
+        then score_kind and rule (when ``with_info``; ``aetool score`` writes them).
 
         Pass ``with_label`` explicitly when streaming CSV so every row has the
         same columns.
@@ -722,6 +723,9 @@ class ScoreRow:
         if with_label if with_label is not None else self.label is not None:
             out["label"] = self.label
         out["error"] = self.error
+        if with_info:
+            out["score_kind"] = self.score_kind
+            out["rule"] = self.rule
         return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,21 @@ __all__ = [
 ]
 
 LOSSES = ("mse", "bce", "ssim")
+#: Automatic epoch count: at least this many optimizer steps in all. Small folders
+#: (a few dozen images, 1-2 batches an epoch) otherwise stop long before converging.
+MIN_STEPS = 1000
+#: Automatic patience: about this many optimizer steps without improvement.
+PATIENCE_STEPS = 150
+
+
+def auto_epochs(batches_per_epoch: int) -> int:
+    """Epochs giving about :data:`MIN_STEPS` optimizer steps, clamped to [30, 300]."""
+    return int(min(300, max(30, math.ceil(MIN_STEPS / max(batches_per_epoch, 1)))))
+
+
+def auto_patience(batches_per_epoch: int) -> int:
+    """Patience of about :data:`PATIENCE_STEPS` optimizer steps, clamped to [10, 50] epochs."""
+    return int(min(50, max(10, math.ceil(PATIENCE_STEPS / max(batches_per_epoch, 1)))))
 #: Keep every validation score up to this count; above it keep this many quantiles.
 MAX_STORED_SCORES = 10_000
 
@@ -53,11 +69,14 @@ MAX_STORED_SCORES = 10_000
 class TrainConfig:
     """How to train. Field names mirror the ``aetool train`` options."""
 
-    epochs: int = 30
+    #: None: enough epochs for about MIN_STEPS optimizer steps (30 to 300 epochs).
+    epochs: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     val_split: float = 0.1
-    patience: int | None = 10
+    #: Epochs without validation improvement before stopping; None: auto (about
+    #: PATIENCE_STEPS optimizer steps, 10 to 50 epochs); 0: never stop early.
+    patience: int | None = None
     seed: int = 0
     device: str = "auto"
     loss: str = "mse"
@@ -70,7 +89,7 @@ class TrainConfig:
     compile: bool = False
 
     def validate(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError("--epochs must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
@@ -408,6 +427,8 @@ def train(
         seconds_before = float(resumed.get("seconds", 0.0))
 
     n_batches = math.ceil(per_epoch / cfg.batch_size)
+    epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(n_batches)
+    patience = cfg.patience if cfg.patience is not None else auto_patience(n_batches)
     info = {
         "images": len(images),
         "train": len(train_idx),
@@ -418,6 +439,7 @@ def train(
         "params": sum(p.numel() for p in model.parameters()),
         "batches_per_epoch": n_batches,
         "start_epoch": start_epoch,
+        "epochs": epochs,
         "world_size": ddp.world_size if ddp else 1,
     }
     for cb in callbacks:
@@ -427,7 +449,7 @@ def train(
     interrupted = False
     epoch = start_epoch - 1
     try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
+        for epoch in range(start_epoch, epochs + 1):
             for cb in callbacks:
                 cb.on_epoch_start(epoch, n_batches)
             model.train()
@@ -484,7 +506,7 @@ def train(
             )
             for cb in callbacks:
                 cb.on_epoch_end(rec, samples)
-            if cfg.patience and stale >= cfg.patience:
+            if patience and stale >= patience:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -513,12 +535,13 @@ def train(
         "seed": cfg.seed,
         "config": asdict(cfg),
         "model_config": asdict(mcfg),
-        "epochs_requested": cfg.epochs,
+        "epochs_requested": epochs,
+        "patience": patience,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "stale": stale,
         "completed": not interrupted,
-        "stopped_early": bool(cfg.patience and stale >= cfg.patience and last_epoch < cfg.epochs),
+        "stopped_early": bool(patience and stale >= patience and last_epoch < epochs),
         "history": {
             "train_loss": [r.train_loss for r in history],
             "val_loss": [r.val_loss for r in history],
@@ -554,7 +577,9 @@ def train(
 
 def _data_roots(data: object) -> list[object]:
     if isinstance(data, ImageSet):
-        return sorted({str(r.path.parent) for r in data.refs})[:1] if data.refs else []
+        if not data.refs:
+            return []
+        return [Path(os.path.commonpath([str(r.path.resolve().parent) for r in data.refs]))]
     if isinstance(data, (str, Path)):
         return [Path(data).resolve()]
     return [Path(p).resolve() for p in data]  # type: ignore[union-attr]

@@ -61,7 +61,9 @@ def run(label: str, launcher: list[str], train_args: list[str], out: Path) -> di
         "train_s": sum(e["seconds"] for e in t["epochs"]),
         "wall_s": wall,
         "val": t["history"]["val_loss"][-1],
-        "same": len(set((t.get("distributed") or {}).get("rank_checksums", ["-"]))) == 1,
+        "same": "-"
+        if not t.get("distributed")
+        else str(len(set(t["distributed"]["rank_checksums"])) == 1),
     }
 
 
@@ -72,6 +74,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64, help="global batch")
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs per setting, interleaved; best kept"
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,21 +85,17 @@ def main() -> None:
         common = [str(data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
         common += ["--device", "cpu", "--patience", "0", "--seed", "0"]
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        rows = [
-            run("1 proc", [sys.executable], common, Path(tmp) / "one.safetensors"),
-            run(
-                "1 proc (torchrun, DDP)",
-                [*torchrun, "--nproc-per-node=1"],
-                common,
-                Path(tmp) / "ddp1.safetensors",
-            ),
-            run(
-                f"{args.nproc} procs (torchrun, DDP)",
-                [*torchrun, f"--nproc-per-node={args.nproc}"],
-                common,
-                Path(tmp) / "ddpn.safetensors",
-            ),
+        setups = [
+            ("1 proc", [sys.executable]),
+            ("1 proc (torchrun, DDP)", [*torchrun, "--nproc-per-node=1"]),
+            (f"{args.nproc} procs (torchrun, DDP)", [*torchrun, f"--nproc-per-node={args.nproc}"]),
         ]
+        # Interleaved repeats, best of each: the machine may be shared with other jobs.
+        results: dict[str, list[dict[str, object]]] = {label: [] for label, _ in setups}
+        for _ in range(args.repeat):
+            for label, launcher in setups:
+                results[label].append(run(label, launcher, common, Path(tmp) / "m.safetensors"))
+        rows = [max(rs, key=lambda r: r["img_s"]) for rs in results.values()]  # type: ignore[arg-type, return-value]
     print(
         f"conv AE, {args.images} images {args.size}x{args.size}, {args.epochs} epochs, "
         f"global batch {args.batch_size}, gloo on CPU ({os.cpu_count()} cores)"
@@ -104,7 +105,7 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['label']:<26}{r['img_s']:>9,.0f}{r['train_s']:>9.1f}{r['wall_s']:>9.1f}"
-            f"{r['val']:>11.5f}{str(r['same']):>12}  ({r['img_s'] / base:.2f}x)"  # type: ignore[operator]
+            f"{r['val']:>11.5f}{r['same']:>12}  ({r['img_s'] / base:.2f}x)"  # type: ignore[operator]
         )
 
 

@@ -202,19 +202,19 @@ def test_mvtec_tree_labels_auc_and_report(
     assert res.exit_code == 0, res.stderr
     rows = parse_csv(res.stdout)[1]
     assert not any("ground_truth" in r["path"] for r in rows)  # masks are not scored
-    assert len(rows) == 64 + 32
+    assert len(rows) == 48 + 32
     report = json.loads(rep.read_text())
     assert report["counts"]["excluded_masks"] == 16
     assert report["labels"] == {
-        "known": 96,
-        "normal": 80,
+        "known": 80,
+        "normal": 64,
         "anomalous": 16,
         "source": "folder layout",
     }
     m = report["metrics"]
     assert m["roc_auc"] >= 0.9 and m["average_precision"] >= 0.8
     cm = m["confusion"]
-    assert cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"] == 96
+    assert cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"] == 80
     assert cm["tp"] + cm["fp"] == report["counts"]["anomalies"]
     assert report["threshold"]["rule"] == rows[0]["rule"]
     assert report["threshold"]["value"] == pytest.approx(float(rows[0]["threshold"]), rel=1e-5)
@@ -286,7 +286,8 @@ def test_shards_partition_the_rows(score_tree: Path, score_model: Path) -> None:
             res = run([*args, "--shard", f"{i}/{n}"])
             assert res.exit_code == 0, res.stderr
             for r in parse_csv(res.stdout)[1]:
-                assert r["score"] == full[r["path"]]
+                # Batch composition changes float rounding in the last digits only.
+                assert float(r["score"]) == pytest.approx(float(full[r["path"]]), rel=1e-4)
                 assert r["label"] in ("0", "1")  # labels come from the whole set
                 seen.append(r["path"])
         assert len(seen) == len(set(seen)) == 32 and set(seen) == set(full)

@@ -170,3 +170,12 @@ def test_iter_batches_streams_in_order(blob_folder: Path) -> None:
     assert [len(b.refs) + len(b.failed) for b in batches] == [10, 10, 10, 10, 8]
     assert batches[1].failed[0][0].relpath == "img010.png"
     assert all(b.data.shape[1:] == (1, 8, 8) for b in batches)
+
+
+def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_folder(tmp_path, make_blob_images(2))
+    Image.new("L", (64, 64)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 > 2x the limit
+    s = load_images([tmp_path])
+    assert len(s) == 2 and [Path(k.path).name for k in s.skipped] == ["huge.png"]
+    assert "decompression bomb" in s.skipped[0].reason

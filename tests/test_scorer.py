@@ -61,13 +61,13 @@ def test_streams_lazily(score_tree: Path, loaded: LoadedModel) -> None:
     first = next(run)
     assert first.score is not None and calls == []  # nothing beyond the first batch scored
     rest = list(run)
-    assert len(rest) == 63 and calls[-1] == (64, 64) and len(calls) == 8
+    assert len(rest) == 47 and calls[-1] == (48, 48) and len(calls) == 6
 
 
 def test_collect_images_excludes_masks_and_roots_files(score_tree: Path) -> None:
     refs, missing, excluded = collect_images([score_tree])
     assert excluded == 16 and missing == []
-    assert len(refs) == 96 and not any("ground_truth" in r.relpath for r in refs)
+    assert len(refs) == 80 and not any("ground_truth" in r.relpath for r in refs)
     files = [score_tree / "test" / "good" / "img000.png", score_tree / "test" / "blob" / "000.png"]
     refs2, missing2, _ = collect_images([*files, score_tree / "nope.png"])
     assert [r.relpath for r in refs2] == ["good/img000.png", "blob/000.png"]

@@ -1,0 +1,169 @@
+"""Denoising throughput and memory: images/s on a folder, peak RSS of tiled large images.
+
+1. Throughput: ``--images`` (1,000) noisy 256x256 grayscale PNG crops of
+   scikit-image sample pictures, denoised by :func:`aetool.denoising.denoise_images`
+   with a small fully convolutional model (the registry's ``denoiser`` when
+   present, else ``conv`` at 256x256), written to a second folder.
+2. Memory: one noisy N x N image (N = 1000, 2000, 4000) denoised in a fresh
+   subprocess each, tiled at 256 px, and untiled at 1000 and 2000 px for contrast.
+   Peak RSS (``ru_maxrss``) minus the RSS after loading torch and the model is
+   the cost of denoising; the image buffers (the decoded input and the float32
+   output, 8 bytes per pixel) are listed beside it: the rest is the model's
+   working memory, which tiling keeps at the size of a few tiles.
+
+    python benchmarks/denoise_throughput.py                # about 2-3 minutes on 1 core
+    python benchmarks/denoise_throughput.py --images 200 --threads 2
+
+Weights are random (speed and memory do not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SMALL_DENOISER = dict(base_channels=16, depth=3, max_channels=64, convs_per_level=1)
+
+
+def _model(channels: int = 1):
+    import torch
+
+    from aetool.models import create_model, list_models
+
+    torch.manual_seed(0)
+    if "denoiser" in list_models():
+        model = create_model("denoiser", channels=channels, **SMALL_DENOISER)
+        with torch.no_grad():  # the tail starts at zero; give it weights so it does work
+            model.tail.weight.normal_(0, 0.01)
+        return model.eval(), "denoiser " + json.dumps(SMALL_DENOISER)
+    return create_model("conv", channels=channels, height=256, width=256).eval(), "conv 256x256"
+
+
+def _sources() -> list[np.ndarray]:
+    from skimage import color, data
+
+    imgs = [data.camera(), data.moon(), data.coins(), data.page(), data.text()]
+    imgs += [color.rgb2gray(data.astronaut()) * 255, color.rgb2gray(data.coffee()) * 255]
+    return [np.asarray(i, dtype=np.float32) for i in imgs]
+
+
+def make_folder(root: Path, n: int, size: int = 256, seed: int = 0) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = [s for s in _sources() if min(s.shape) >= size]
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        src = sources[i % len(sources)]
+        y = rng.integers(0, src.shape[0] - size + 1)
+        x = rng.integers(0, src.shape[1] - size + 1)
+        crop = src[y : y + size, x : x + size] + rng.normal(0, 20, (size, size))
+        Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(root / f"{i:04d}.png")
+
+
+def throughput(n: int, threads: int) -> dict[str, object]:
+    import torch
+
+    from aetool.denoising import denoise_images
+
+    torch.set_num_threads(threads)
+    model, desc = _model()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in", Path(tmp) / "out"
+        t0 = time.perf_counter()
+        make_folder(src, n)
+        made = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = list(denoise_images([src], out, model, device="cpu"))
+        seconds = time.perf_counter() - t0
+        written = sum(r.status == "written" for r in results)
+    return {"model": desc, "images": written, "seconds": seconds, "images_per_s": written / seconds,
+            "setup_s": made}  # fmt: skip
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def write_big(path: Path, size: int) -> None:
+    """A noisy smooth pattern, size x size, 8-bit grayscale PNG."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = 127 + 80 * np.sin(9 * xx) * np.cos(7 * yy)
+    img += np.random.default_rng(0).normal(0, 20, img.shape).astype(np.float32)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+
+
+def memory_child(path: str, tile: int, threads: int) -> None:
+    """Run in a subprocess: denoise one image file, print peak RSS as JSON."""
+    import torch
+
+    from aetool.denoising import denoise_images
+
+    torch.set_num_threads(threads)
+    model, _ = _model()
+    with torch.no_grad():  # load the kernels (small, so the baseline excludes the work)
+        model(torch.rand(1, 1, 64, 64))
+    base = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        (r,) = denoise_images([path], Path(tmp) / "out", model, device="cpu", tile=tile)
+        seconds = time.perf_counter() - t0
+        assert r.status == "written", r.error
+    print(json.dumps({"tile": tile, "base_mb": base, "peak_mb": _rss_mb(), "seconds": seconds}))
+
+
+def memory(path: Path, tile: int, threads: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--memory-child", str(path), str(tile), str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="aetool denoising throughput and memory")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sizes", default="1000,2000,4000")
+    parser.add_argument("--untiled", default="1000,2000", help="sizes also run untiled")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        path, tile, threads = args.memory_child
+        memory_child(path, int(tile), int(threads))
+        return
+
+    if args.images:
+        t = throughput(args.images, args.threads)
+        print(f"model: {t['model']}, {args.threads} thread(s)")
+        print(f"throughput: {t['images']} images of 256x256 in {t['seconds']:.1f} s = "
+              f"{t['images_per_s']:.1f} images/s (decode + denoise + encode + write)\n")  # fmt: skip
+
+    runs = [(int(s), 256) for s in args.sizes.split(",")]
+    runs += [(int(s), 100_000) for s in args.untiled.split(",") if s]
+    print(f"{'image':>11} {'tiling':>10} {'time s':>7} {'base MB':>8} {'peak MB':>8} "
+          f"{'delta MB':>9} {'img bufs MB':>12} {'model MB':>9}")  # fmt: skip
+    tmp = tempfile.TemporaryDirectory()
+    for size, tile in runs:
+        path = Path(tmp.name) / f"big{size}.png"
+        if not path.exists():
+            write_big(path, size)
+        m = memory(path, tile, args.threads)
+        delta = m["peak_mb"] - m["base_mb"]
+        buffers = size * size * 8 / 2**20  # float32 input + float32 output
+        label = f"{tile} px" if tile < size else "whole"
+        print(f"{size:>5}x{size:<5} {label:>10} {m['seconds']:>7.1f} {m['base_mb']:>8.0f} "
+              f"{m['peak_mb']:>8.0f} {delta:>9.0f} {buffers:>12.0f} {delta - buffers:>9.0f}")  # fmt: skip
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

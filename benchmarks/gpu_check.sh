@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Device check for a machine with an NVIDIA GPU, in one go (< 8 minutes on one H100).
+#
+#   bash benchmarks/gpu_check.sh [FIGURES_FILE]      # default: $OUT/gpu_figures.txt,
+#                                                    # else ./gpu_figures.txt
+#
+# 1. Python: $PY if set; else .venv/bin/python when it already imports aetool and
+#    torch; else `python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'` from
+#    this tree (nothing else is installed; torch comes from the local wheel cache).
+# 2. `pytest -m gpu` (the CUDA tests; they skip without a GPU).
+# 3. benchmarks/gpu_bench.py: training (AMP x torch.compile), scoring and
+#    denoising throughput on CUDA.
+# Every figure, the GPU name and the test summary go to FIGURES_FILE.
+#
+# Dry run without a GPU: DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/figs.txt
+# (the gpu tests then report as skipped).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+FIG="${1:-${OUT:-.}/gpu_figures.txt}"
+DEVICE="${DEVICE:-cuda}"
+QUICK="${QUICK:-}"
+mkdir -p "$(dirname "$FIG")"
+: >"$FIG"
+log() { echo "$*" | tee -a "$FIG"; }
+t_start=$(date +%s)
+
+log "# aetool gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+log "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$FIG"
+else
+    log "nvidia-smi: not found"
+fi
+
+# --- 1. the project in a virtual environment --------------------------------
+if [[ -n "${PY:-}" ]]; then
+    :
+elif [[ -x .venv/bin/python ]] && .venv/bin/python -c "import aetool, torch" 2>/dev/null; then
+    PY=.venv/bin/python
+else
+    log "installing: python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'"
+    python3 -m venv .venv
+    if ! .venv/bin/pip install -q -e '.[dev]' 2>&1 | tail -5; then :; fi
+    if ! .venv/bin/python -c "import aetool, torch, pytest" 2>/dev/null; then
+        log "retrying with --no-build-isolation"
+        .venv/bin/pip install -q --no-build-isolation -e '.[dev]' 2>&1 | tail -5
+    fi
+    PY=.venv/bin/python
+fi
+if ! "$PY" -c "import aetool, torch" 2>>"$FIG"; then
+    log "FAILED: cannot import aetool and torch with $PY"
+    exit 1
+fi
+"$PY" - <<'EOF' 2>&1 | tee -a "$FIG"
+import torch
+print(f"torch {torch.__version__}, CUDA available {torch.cuda.is_available()}, "
+      f"{torch.cuda.device_count()} device(s)")
+EOF
+log "setup: $(($(date +%s) - t_start)) s"
+
+# --- 2. CUDA tests ------------------------------------------------------------
+log ""
+log "## pytest -m gpu"
+timeout 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tail -25 | tee -a "$FIG"
+log "pytest exit: ${PIPESTATUS[0]}; $(($(date +%s) - t_start)) s so far"
+
+# --- 3. benchmarks ------------------------------------------------------------
+log ""
+BENCH=("$PY" benchmarks/gpu_bench.py --device "$DEVICE" --out "$FIG")
+[[ -n "$QUICK" ]] && BENCH+=(--quick)
+timeout 270 "${BENCH[@]}"
+rc=$?
+[[ $rc -ne 0 ]] && log "gpu_bench exit: $rc (124: timed out; the figures so far are above)"
+log ""
+log "total: $(($(date +%s) - t_start)) s"

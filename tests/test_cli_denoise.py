@@ -1,0 +1,209 @@
+"""Tests for `aetool denoise`: rows on stdout, summary on stderr, safety, shards, stdin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+# The test-only architectures (registered by the autouse fixture) and the tiny-denoiser trainer.
+from test_denoising import registered_test_models, train_tiny_denoiser  # noqa: F401
+
+from aetool.cli import cli
+from aetool.modelfile import save_model
+from aetool.models import create_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def halving_model(tmp_path: Path) -> Path:
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)
+    return save_model(tmp_path / "half.safetensors", model, {"preprocessing": {"channels": 1}})
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "in"
+    for rel in ("a/one.png", "a/two.png", "b/c/three.png", "four.png", "five.png", "six.png"):
+        _write(root / rel, rng.integers(0, 256, (12, 14), dtype=np.uint8))
+    _write(root / "rgb.png", rng.integers(0, 256, (12, 14, 3), dtype=np.uint8))
+    return root
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _run(*args: str, stdin: str | None = None):
+    return CliRunner().invoke(cli, list(args), input=stdin)
+
+
+def test_denoise_writes_mirrored_tree_and_streams_rows(
+    tmp_path: Path, folder: Path, halving_model: Path
+) -> None:
+    out = tmp_path / "out"
+    res = _run("denoise", str(folder), str(out), "--model", str(halving_model), "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    rows = _rows(res.stdout)
+    assert list(rows[0]) == ["src", "dst", "sigma_est", "status", "error"]
+    assert len(rows) == 7 and {r["status"] for r in rows} == {"written"}
+    for r in rows:
+        src, dst = Path(r["src"]), Path(r["dst"])
+        assert dst == out / src.relative_to(folder)
+        a, b = np.asarray(Image.open(src)), np.asarray(Image.open(dst))
+        assert a.shape == b.shape and np.abs(b - np.round(a / 2)).max() <= 1
+        assert float(r["sigma_est"]) >= 0
+    assert "Denoising summary" in res.stderr and "written" in res.stderr
+    assert "Denoising summary" not in res.stdout
+
+
+def test_denoise_jsonl(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    res = _run("denoise", str(folder), str(tmp_path / "o"), "-m", str(halving_model),
+               "--format", "jsonl", "-q")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == 7 and all(isinstance(r["sigma_est"], float) for r in rows)
+    assert res.stderr == ""  # --quiet
+
+
+def test_existing_outputs_are_skipped_with_a_warning(
+    tmp_path: Path, folder: Path, halving_model: Path
+) -> None:
+    out = tmp_path / "out"
+    _write(out / "four.png", np.full((3, 3), 9, np.uint8))
+    res = _run("denoise", str(folder), str(out), "-m", str(halving_model))
+    assert res.exit_code == 0
+    rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
+    assert rows["four.png"]["status"] == "exists" and rows["one.png"]["status"] == "written"
+    assert "not overwritten" in res.stderr and "1 existing output" in res.stderr
+    assert np.asarray(Image.open(out / "four.png")).shape == (3, 3)
+    res = _run("denoise", str(folder), str(out), "-m", str(halving_model), "--overwrite")
+    assert {r["status"] for r in _rows(res.stdout)} == {"written"}
+    assert np.asarray(Image.open(out / "four.png")).shape == (12, 14)
+
+
+def test_output_inside_input_is_refused(folder: Path, halving_model: Path) -> None:
+    res = _run("denoise", str(folder), str(folder / "den"), "-m", str(halving_model))
+    assert res.exit_code == 1
+    assert res.stderr.startswith("Error:") and "inside the input folder" in res.stderr
+    assert not (folder / "den").exists() and res.stdout == ""
+
+
+def test_symlink_out_of_output_is_refused(tmp_path: Path, folder: Path, halving_model: Path):
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    out.mkdir()
+    (out / "a").symlink_to(outside)
+    res = _run("denoise", str(folder), str(out), "-m", str(halving_model))
+    assert res.exit_code == 0
+    rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
+    assert rows["one.png"]["status"] == "error" and "symlink" in rows["one.png"]["error"]
+    assert rows["four.png"]["status"] == "written"
+    assert list(outside.iterdir()) == []
+
+
+def test_unreadable_files_warn_and_strict_fails(
+    tmp_path: Path, folder: Path, halving_model: Path
+) -> None:
+    (folder / "broken.png").write_bytes(b"\x89PNG nope")
+    res = _run("denoise", str(folder), str(tmp_path / "o1"), "-m", str(halving_model))
+    assert res.exit_code == 0
+    rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
+    assert rows["broken.png"]["status"] == "error" and rows["broken.png"]["error"]
+    assert "broken.png" in res.stderr and "errors" in res.stderr
+    res = _run("denoise", str(folder), str(tmp_path / "o2"), "-m", str(halving_model), "--strict")
+    assert res.exit_code == 1 and "broken.png" in res.stderr
+
+
+def test_shards_partition_the_images(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    full = _run("denoise", str(folder), str(tmp_path / "all"), "-m", str(halving_model))
+    expected = sorted(r["src"] for r in _rows(full.stdout))
+    for n in range(1, 6):
+        seen: list[str] = []
+        for i in range(1, n + 1):
+            res = _run("denoise", str(folder), str(tmp_path / f"s{n}"), "-m", str(halving_model),
+                       "--shard", f"{i}/{n}", "-q")  # fmt: skip
+            assert res.exit_code == 0, res.output
+            seen += [r["src"] for r in _rows(res.stdout)]
+        assert sorted(seen) == expected  # union is everything, no duplicates
+        assert len(list((tmp_path / f"s{n}").rglob("*.png"))) == 7
+    bad = _run("denoise", str(folder), str(tmp_path / "x"), "--shard", "3/2")
+    assert bad.exit_code == 2 and "I/N" in bad.stderr
+
+
+def test_paths_from_stdin(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    listed = f"{folder / 'four.png'}\n\n{folder / 'a'}\n"
+    for args in (["-", str(tmp_path / "o1")], [str(tmp_path / "o2")]):
+        res = _run("denoise", *args, "-m", str(halving_model), stdin=listed)
+        assert res.exit_code == 0, res.output
+        names = sorted(Path(r["dst"]).name for r in _rows(res.stdout))
+        assert names == ["four.png", "one.png", "two.png"]
+    empty = _run("denoise", str(tmp_path / "o3"), "-m", str(halving_model), stdin="")
+    assert empty.exit_code == 2 and "no input paths" in empty.stderr
+
+
+def test_reference_columns_show_psnr_gain(tmp_path: Path) -> None:
+    from skimage import data
+
+    from aetool.modelfile import save_model as save
+
+    model = train_tiny_denoiser(tmp_path / "train")
+    model_path = save(tmp_path / "den.safetensors", model, {"preprocessing": {"channels": 1}})
+    clean = data.camera()[200:328, 150:278]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25.5, clean.shape), 0, 255)
+    _write(tmp_path / "clean/x/n.png", clean)
+    _write(tmp_path / "noisy/x/n.png", noisy.astype(np.uint8))
+    res = _run("denoise", str(tmp_path / "noisy"), str(tmp_path / "out"), "-m", str(model_path),
+               "--reference", str(tmp_path / "clean"), "--tile", "64", "--overlap", "16")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (row,) = _rows(res.stdout)
+    assert list(row) == ["src", "dst", "sigma_est", "psnr_in", "psnr_out", "ssim_in",
+                         "ssim_out", "status", "error"]  # fmt: skip
+    assert float(row["psnr_out"]) > float(row["psnr_in"]) + 3
+    assert float(row["ssim_out"]) > float(row["ssim_in"])
+    assert abs(float(row["sigma_est"]) - 0.1) < 0.015
+    assert "PSNR" in res.stderr and "->" in res.stderr
+
+
+def test_bad_options(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    res = _run("denoise", str(folder), str(tmp_path / "o"), "--tile", "32", "--overlap", "32")
+    assert res.exit_code == 2 and "--overlap" in res.stderr
+    res = _run("denoise", str(folder), str(tmp_path / "o"), "-m", str(tmp_path / "nope.st"))
+    assert res.exit_code == 1 and "not found" in res.stderr
+
+
+def test_default_model_is_the_bundled_denoiser(tmp_path: Path, folder: Path, monkeypatch) -> None:
+    from aetool import denoising
+
+    monkeypatch.setattr(denoising, "DEFAULT_DENOISER", "missing-for-test.safetensors")
+    monkeypatch.setattr(
+        denoising.bundled_model_path, "__defaults__", ("missing-for-test.safetensors",)
+    )
+    res = _run("denoise", str(folder), str(tmp_path / "o"))
+    assert res.exit_code == 1
+    assert "missing-for-test.safetensors is missing from this installation" in res.stderr
+    assert "--model" in res.stderr
