@@ -519,7 +519,11 @@ def info_cmd(model: Path | None, as_json: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override training epochs.")
 @common_options
 def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> None:
-    """Run the whole toolkit on scikit-learn's handwritten digits (no arguments needed)."""
+    """Run the whole toolkit on scikit-learn's handwritten digits (no arguments needed).
+
+    Writes the digits as PNG files into DIRECTORY (default ./aetool-demo), trains,
+    exports, denoises, scores and writes an HTML report there; prints the report's path.
+    """
     from aetool.demo import run_demo
 
     console = make_err_console(quiet)
@@ -532,7 +536,8 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
     for key, value in summary.items():
         table.add_row(key, str(value))
     console.print(table)
-    click.echo(str(directory / "model.safetensors"))
+    console.print(f"Open {directory / 'report.html'} in a browser to see it all.")
+    click.echo(str(directory / "report.html"))
 
 
 # ---------------------------------------------------------------------------

@@ -1,14 +1,22 @@
-"""The built-in demo: scikit-learn's handwritten digits as a folder of PNG files.
+"""The built-in demo: scikit-learn's handwritten digits run through every command.
 
-``run_demo`` writes the digits (1,797 real 8x8 scans) into
-``DIR/digits/<digit>/<index>.png``, plus a one-class anomaly split
-(``DIR/anomaly/train/good`` = half of the zeros, ``DIR/anomaly/test/good`` =
-the other half, ``DIR/anomaly/test/<digit>`` = samples of the other digits),
-then runs every command on them.
+``run_demo`` writes the digits (1,797 real 8x8 scans) as PNG files and then:
+
+1. trains a denoising conv autoencoder on all digits (``model.safetensors``),
+   with a reconstruction grid beside it;
+2. exports the latent codes (``codes.csv``), draws the latent map
+   (``latent-map.png``) and a 0 -> 1 interpolation strip (``interpolation.png``);
+3. denoises noisy copies of the test digits (``noisy/`` -> ``denoised/``) and
+   measures PSNR against the clean originals;
+4. trains a one-class model on half of the zeros (``zeros-model.safetensors``),
+   scores held-out zeros and other digits (``scores.csv``, ``heatmaps/``) with
+   labels from the folder layout (``test/good`` vs ``test/<digit>``);
+5. writes the HTML report (``report.html``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,53 +26,62 @@ from PIL import Image
 from aetool.errors import OutputError
 from aetool.images import load_images
 from aetool.models import ModelConfig
-from aetool.training import TrainCallback, TrainConfig, train
+from aetool.training import TrainCallback, TrainConfig, TrainResult, train
 
 __all__ = ["run_demo", "write_digits"]
 
 _MARKER = ".aetool-demo"
+#: Noise level of the demo's noisy digits, in [0, 1] pixel units.
+DEMO_SIGMA = 0.25
+
+
+def _save(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img, "L").save(path)
 
 
 def write_digits(directory: str | Path) -> dict[str, Path]:
     """Write scikit-learn's digits as PNG folders and return the folders written.
 
-    Returns:
-        ``{"digits": ..., "anomaly_train": ..., "anomaly_test": ...}``.
+    Layout: ``digits/<digit>/<index>.png`` (all 1,797); ``anomaly/train/good``
+    (half of the zeros), ``anomaly/test/good`` (the other half) and
+    ``anomaly/test/<digit>`` (ten of each other digit); ``noisy/<digit>/...``
+    (every tenth digit with Gaussian noise of :data:`DEMO_SIGMA`).
     """
     from sklearn.datasets import load_digits
 
     root = Path(directory)
     d = load_digits()
     imgs = np.round(d.images * (255 / 16)).astype(np.uint8)
-    digits = root / "digits"
-    for i, (img, t) in enumerate(zip(imgs, d.target, strict=True)):
-        out = digits / str(t) / f"{i:04d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img, "L").save(out)
-    # One-class split: zeros are normal; the test set mixes held-out zeros and other digits.
     rng = np.random.default_rng(0)
+    for i, (img, t) in enumerate(zip(imgs, d.target, strict=True)):
+        _save(img, root / "digits" / str(t) / f"{i:04d}.png")
+        if i % 10 == 0:
+            noisy = img / 255 + rng.normal(0, DEMO_SIGMA, img.shape)
+            _save(
+                np.round(noisy.clip(0, 1) * 255).astype(np.uint8),
+                root / "noisy" / str(t) / f"{i:04d}.png",
+            )
     zeros = np.flatnonzero(d.target == 0)
     rng.shuffle(zeros)
     half = len(zeros) // 2
     for sub, idx in (("train/good", zeros[:half]), ("test/good", zeros[half:])):
         for i in idx:
-            out = root / "anomaly" / sub / f"{i:04d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(imgs[i], "L").save(out)
+            _save(imgs[i], root / "anomaly" / sub / f"{i:04d}.png")
     for digit in range(1, 10):
-        idx = np.flatnonzero(d.target == digit)[:10]
-        for i in idx:
-            out = root / "anomaly" / "test" / str(digit) / f"{i:04d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(imgs[i], "L").save(out)
+        for i in np.flatnonzero(d.target == digit)[:10]:
+            _save(imgs[i], root / "anomaly" / "test" / str(digit) / f"{i:04d}.png")
     return {
-        "digits": digits,
+        "digits": root / "digits",
+        "noisy": root / "noisy",
         "anomaly_train": root / "anomaly" / "train",
         "anomaly_test": root / "anomaly" / "test",
     }
 
 
 def _prepare(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory} is a file; name a new or empty folder for the demo")
     if directory.exists() and any(directory.iterdir()) and not (directory / _MARKER).exists():
         raise OutputError(
             f"{directory} exists and is not an aetool demo folder; name an empty or new folder"
@@ -73,36 +90,132 @@ def _prepare(directory: Path) -> None:
     (directory / _MARKER).write_text("written by `aetool demo`; safe to delete\n")
 
 
+def _save_model(result: TrainResult, path: Path) -> Path:
+    from aetool.plots import reconstruction_grid, save_png
+
+    out = result.save(path)
+    s = result.samples
+    if s:
+        grid = reconstruction_grid(s["inputs"], s["recons"], s.get("noisy"))
+        save_png(grid, path.with_name(path.name.removesuffix(".safetensors") + ".samples.png"))
+    return out
+
+
 def run_demo(
     directory: str | Path = "aetool-demo",
     *,
     console: Any = None,
     device: str = "auto",
     epochs: int | None = None,
-    progress: type[TrainCallback] | None = None,
+    progress: Callable[[Any], TrainCallback] | None = None,
 ) -> dict[str, Any]:
-    """Run the end-to-end demo and return a summary of what was produced where."""
+    """Run the end-to-end demo in ``directory`` and return what was produced where.
+
+    Args:
+        directory: a new folder, or one an earlier demo wrote (its files are replaced).
+        console: a rich console for progress and messages (None: silent).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        epochs: training epochs for both models (default 30 and auto).
+        progress: makes a training callback from the console (the CLI's progress bars).
+    """
+    from aetool.denoising import DenoiseSummary, denoise_images
+    from aetool.latents import encode_latents, folder_labels, interpolate, latent_map, strip_image
+    from aetool.modelfile import load_model
+    from aetool.output import RowWriter
+    from aetool.report import write_report
+    from aetool.reporting import build_report
+    from aetool.scorer import score_images
+
     root = Path(directory)
     _prepare(root)
     say = console.print if console is not None else (lambda *a, **k: None)
+    cbs = (lambda: [progress(console)]) if progress and console is not None else list
     folders = write_digits(root)
     say(f"Wrote scikit-learn's 1,797 handwritten digits as PNG files under {folders['digits']}")
-    summary: dict[str, Any] = {"digits folder": folders["digits"]}
+    out: dict[str, Any] = {"digits (PNG)": folders["digits"]}
 
-    images = load_images([folders["digits"]])
-    n_epochs = epochs or 40
-    cbs = [progress(console, n_epochs)] if progress and console is not None else []
+    # 1. A denoising conv autoencoder on all digits.
+    say("\n[bold]1. Train[/] a denoising conv autoencoder on all digits")
     result = train(
-        images,
+        load_images([folders["digits"]]),
         ModelConfig(arch="conv", latent_dim=16),
-        TrainConfig(epochs=n_epochs, device=device, patience=8),
-        cbs,
+        TrainConfig(epochs=epochs or 30, device=device, noise=f"gaussian:{DEMO_SIGMA}", lr=2e-3),
+        cbs(),
     )
-    model_path = result.save(root / "model.safetensors")
+    result.metadata["training"]["data"] = [str(folders["digits"].resolve())]
+    model_path = _save_model(result, root / "model.safetensors")
     hist = result.metadata["training"]["history"]
-    summary["model"] = model_path
-    summary["training"] = (
+    out["model"] = model_path
+    out["training"] = (
         f"{len(hist['train_loss'])} epochs, loss {hist['train_loss'][0]:.4f} -> "
-        f"{hist['train_loss'][-1]:.4f} (val {hist['val_loss'][-1]:.4f})"
+        f"{hist['train_loss'][-1]:.4f} (validation {hist['val_loss'][-1]:.4f})"
     )
-    return summary
+    model = load_model(model_path, device="cpu")
+
+    # 2. Latent codes, map and interpolation.
+    say("[bold]2. Export[/] latent codes, latent map and an interpolation strip")
+    pairs = list(encode_latents(model, [folders["digits"]]))
+    with open(root / "codes.csv", "w", newline="") as fh:
+        w = RowWriter("csv", fh)
+        for ref, z in pairs:
+            w.write({"path": ref.relpath, **{f"z{i}": float(v) for i, v in enumerate(z)}})
+    codes = np.stack([z for _, z in pairs])
+    labels = folder_labels([r.relpath for r, _ in pairs])
+    (root / "latent-map.png").write_bytes(latent_map(codes, labels, "Digits in latent space (PCA)"))
+    a, b = (
+        sorted((folders["digits"] / "0").iterdir())[0],
+        sorted((folders["digits"] / "1").iterdir())[0],
+    )
+    strip_image(interpolate(model, a, b, steps=7)).save(root / "interpolation.png")
+    out["latent codes"] = f"{root / 'codes.csv'} ({len(pairs)} x {codes.shape[1]})"
+    out["latent map"] = root / "latent-map.png"
+    out["interpolation"] = root / "interpolation.png"
+
+    # 3. Denoise the noisy digits, compared with the clean originals.
+    say("[bold]3. Denoise[/] noisy digits")
+    summary = DenoiseSummary()
+    for r in denoise_images(
+        [folders["noisy"]], root / "denoised", model, overwrite=True,
+        reference=folders["digits"], device=device,
+    ):  # fmt: skip
+        summary.add(r)
+    out["denoised"] = (
+        f"{root / 'denoised'} ({summary.written} images, PSNR {summary.mean('psnr_in'):.1f} -> "
+        f"{summary.mean('psnr_out'):.1f} dB)"
+    )
+
+    # 4. One-class anomaly detection: zeros are normal.
+    say("[bold]4. Score[/]: a one-class model trained on zeros, scoring zeros and other digits")
+    zres = train(
+        load_images([folders["anomaly_train"]]),
+        ModelConfig(arch="conv", latent_dim=16),
+        TrainConfig(epochs=epochs, device=device),
+        cbs(),
+    )
+    zres.metadata["training"]["data"] = [str(folders["anomaly_train"].resolve())]
+    zeros_path = _save_model(zres, root / "zeros-model.safetensors")
+    zeros = load_model(zeros_path, device="cpu")
+    run = score_images(
+        [folders["anomaly_test"]], zeros, device=device, heatmap_dir=root / "heatmaps"
+    )
+    with open(root / "scores.csv", "w", newline="") as fh:
+        w = RowWriter("csv", fh)
+        for row in run:
+            w.write(row.as_dict(with_label=run.columns_with_label, with_info=True))
+    rep = run.summary.report()
+    m = rep["metrics"]
+    out["one-class model"] = zeros_path
+    out["scores"] = (
+        f"{root / 'scores.csv'}: ROC AUC {m['roc_auc']:.3f}, {rep['counts']['anomalies']} of "
+        f"{rep['counts']['scored']} flagged, precision {m['precision'] or 0:.2f}, "
+        f"recall {m['recall'] or 0:.2f}"
+    )
+    out["threshold"] = f"{rep['threshold']['value']:.4g} ({rep['threshold']['rule']})"
+    out["heatmaps"] = root / "heatmaps"
+
+    # 5. The report.
+    say("[bold]5. Report[/]: one self-contained HTML file")
+    data = build_report([folders["anomaly_test"]], zeros, device=device)
+    report = write_report(data, root / "report.html")[0]
+    out["report"] = f"{report} (open it in a browser)"
+    return out

@@ -19,8 +19,9 @@ class NoiseSpec:
     """A corruption: kind and a level, or a range of levels drawn per image.
 
     * ``gaussian:S`` adds N(0, S^2) noise (pixel units in [0, 1]); ``gaussian:A-B``
-      draws S uniformly from [A, B] per image (blind denoising). Values are not
-      clipped, so the model sees the noise as it is.
+      draws S uniformly from [A, B] per image (blind denoising). The result is
+      clipped to [0, 1], as in any noisy image stored in a file, so a model
+      trained this way denoises real files (dark and bright areas included).
     * ``mask:P`` sets each pixel (all channels) to 0 with probability P.
     * ``saltpepper:P`` sets each pixel to 0 or 1 (even odds) with probability P.
     """
@@ -40,7 +41,7 @@ class NoiseSpec:
         level = self.low + (self.high - self.low) * level
         if self.kind == "gaussian":
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return x + noise * level
+            return (x + noise * level).clamp_(0.0, 1.0)
         shape = (n, 1, *x.shape[2:])
         u = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
         hit = u < level

@@ -4,8 +4,10 @@ Writes a folder of generated 28x28 PNGs, then trains the conv model on it with
 the same seed, epochs and global ``--batch-size``:
 
 * ``1 proc``: ``python -m aetool train`` (all cores to one process),
+* ``1 proc, 1 thread``: the same with OMP_NUM_THREADS=1,
+* ``1 proc (torchrun, DDP)``: the DDP code path with one process (its overhead),
 * ``N procs``: ``python -m torch.distributed.run --nproc-per-node N -m aetool train``
-  (torchrun gives each process OMP_NUM_THREADS=1 unless it is set).
+  with OMP_NUM_THREADS=1 per process (torchrun's own default).
 
 and prints images/s (training epochs after the first, as recorded in the model
 file), wall time including start-up and decoding, and the final validation
@@ -44,8 +46,12 @@ def write_images(root: Path, n: int, size: int, seed: int = 0) -> None:
         Image.fromarray(img).save(root / f"img{i:05d}.png")
 
 
-def run(label: str, launcher: list[str], train_args: list[str], out: Path) -> dict[str, object]:
+def run(
+    label: str, launcher: list[str], train_args: list[str], out: Path, threads: int | None
+) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [*launcher, "-m", "aetool", "train", *train_args, "-o", str(out), "--overwrite", "-q"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -86,15 +92,21 @@ def main() -> None:
         common += ["--device", "cpu", "--patience", "0", "--seed", "0"]
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         setups = [
-            ("1 proc", [sys.executable]),
-            ("1 proc (torchrun, DDP)", [*torchrun, "--nproc-per-node=1"]),
-            (f"{args.nproc} procs (torchrun, DDP)", [*torchrun, f"--nproc-per-node={args.nproc}"]),
+            ("1 proc", [sys.executable], None),
+            ("1 proc, 1 thread", [sys.executable], 1),
+            ("1 proc (torchrun, DDP)", [*torchrun, "--nproc-per-node=1"], None),
+            (
+                f"{args.nproc} procs (torchrun, DDP)",
+                [*torchrun, f"--nproc-per-node={args.nproc}"],
+                1,
+            ),
         ]
         # Interleaved repeats, best of each: the machine may be shared with other jobs.
-        results: dict[str, list[dict[str, object]]] = {label: [] for label, _ in setups}
+        results: dict[str, list[dict[str, object]]] = {label: [] for label, _, _ in setups}
         for _ in range(args.repeat):
-            for label, launcher in setups:
-                results[label].append(run(label, launcher, common, Path(tmp) / "m.safetensors"))
+            for label, launcher, threads in setups:
+                out = Path(tmp) / "m.safetensors"
+                results[label].append(run(label, launcher, common, out, threads))
         rows = [max(rs, key=lambda r: r["img_s"]) for rs in results.values()]  # type: ignore[arg-type, return-value]
     print(
         f"conv AE, {args.images} images {args.size}x{args.size}, {args.epochs} epochs, "

@@ -47,3 +47,11 @@ def test_unknown_arch_and_tiny_image() -> None:
         create_model("nope")
     with pytest.raises(ConfigError, match="too small"):
         create_model("conv", channels=1, height=5, width=5)
+
+
+def test_public_api_resolves() -> None:
+    import aetool
+
+    for name in aetool.__all__:
+        assert getattr(aetool, name) is not None
+    assert callable(aetool.train) and callable(aetool.score_images)

@@ -125,6 +125,8 @@ def test_noise_levels_match_spec() -> None:
     x = torch.full((8, 1, 64, 64), 0.5)
     assert float((parse_noise("gaussian:0.1").apply(x, g) - x).std()) == pytest.approx(0.1, rel=0.05)
     assert float((parse_noise("mask:0.3").apply(x, g) == 0).float().mean()) == pytest.approx(0.3, abs=0.02)
+    dark = parse_noise("gaussian:0.5").apply(torch.zeros(2, 1, 32, 32), g)
+    assert float(dark.min()) == 0.0 and float(dark.max()) <= 1.0 and float(dark.mean()) > 0.1
     sp = parse_noise("saltpepper:0.2").apply(x, g)
     assert float((sp != 0.5).float().mean()) == pytest.approx(0.2, abs=0.02)
     assert float((sp == 1).float().mean()) == pytest.approx(0.1, abs=0.02)
