@@ -232,8 +232,12 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
     "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
 )
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=None,
-              help="Epochs [default: auto, about 1000 optimizer steps, 30 to 300 epochs].")
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=None,
+    help="Epochs [default: auto, about 1000 optimizer steps, 30 to 300 epochs].",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option(
@@ -284,8 +288,12 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
 @click.option("--patches-per-epoch", type=click.IntRange(1), default=None)
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run stored in --output.")
-@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write a reconstruction grid per epoch into this folder.")
+@click.option(
+    "--samples",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a reconstruction grid per epoch into this folder.",
+)
 @click.option(
     "--amp/--no-amp",
     default=True,
@@ -784,9 +792,15 @@ def score_cmd(
     live = console.is_terminal and not console.quiet
     prog = (
         Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console, redirect_stdout=False,
-            redirect_stderr=False, transient=True,
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            transient=True,
         )  # fmt: skip
         if live
         else None
@@ -1366,20 +1380,54 @@ def latent_map_cmd(
 
 @cli.command("report")
 @click.argument("inputs", nargs=-1)
-@click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file [default: $AETOOL_MODEL, else aetool-model.safetensors].")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              default="report.html", show_default=True, help="The HTML file to write.")
-@click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write every plot as a PNG file into this folder.")
-@click.option("--score", "score_kind", type=click.Choice(["mse", "ssim", "max-local"]),
-              default="mse", show_default=True)
-@click.option("-t", "--threshold", default="auto", show_default=True,
-              help="As for `aetool score`: auto, a number, pNN or Ksigma.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="CSV with path,label columns; replaces labels from the folder layout.")
-@click.option("--top-n", type=click.IntRange(1, 100), default=8, show_default=True,
-              help="How many most-anomalous and most-normal images to show.")
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Model file [default: $AETOOL_MODEL, else aetool-model.safetensors].",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="report.html",
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option(
+    "--png-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write every plot as a PNG file into this folder.",
+)
+@click.option(
+    "--score",
+    "score_kind",
+    type=click.Choice(["mse", "ssim", "max-local"]),
+    default="mse",
+    show_default=True,
+)
+@click.option(
+    "-t",
+    "--threshold",
+    default="auto",
+    show_default=True,
+    help="As for `aetool score`: auto, a number, pNN or Ksigma.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV with path,label columns; replaces labels from the folder layout.",
+)
+@click.option(
+    "--top-n",
+    type=click.IntRange(1, 100),
+    default=8,
+    show_default=True,
+    help="How many most-anomalous and most-normal images to show.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report file.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @common_options
@@ -1409,7 +1457,9 @@ def report_cmd(
 
     console = make_err_console(quiet)
     if output.exists() and not overwrite:
-        raise click.UsageError(f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere")
+        raise click.UsageError(
+            f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere"
+        )
     paths = _score_inputs(inputs)
     loaded = load_model(model or _default_model())
     data = build_report(

@@ -25,9 +25,12 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if spec == "cpu":
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
+        index_s = spec.partition(":")[2]
+        if index_s and not index_s.isdigit():
+            raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {spec}: no CUDA device is available here; use cpu or auto")
-        dev = torch.device(spec)
+        dev = torch.device("cuda", int(index_s)) if index_s else torch.device("cuda")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             n = torch.cuda.device_count()
             raise ConfigError(f"--device {spec}: only {n} CUDA device(s) present (cuda:0..{n - 1})")

@@ -61,6 +61,8 @@ def auto_epochs(batches_per_epoch: int) -> int:
 def auto_patience(batches_per_epoch: int) -> int:
     """Patience of about :data:`PATIENCE_STEPS` optimizer steps, clamped to [10, 50] epochs."""
     return int(min(50, max(10, math.ceil(PATIENCE_STEPS / max(batches_per_epoch, 1)))))
+
+
 #: Keep every validation score up to this count; above it keep this many quantiles.
 MAX_STORED_SCORES = 10_000
 

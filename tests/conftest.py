@@ -38,7 +38,9 @@ def make_blob_images(n: int, size: int = 16, seed: int = 0, channels: int = 1) -
     return np.stack(out)
 
 
-def write_folder(root: Path, images: np.ndarray, prefix: str = "img", ext: str = ".png") -> list[Path]:
+def write_folder(
+    root: Path, images: np.ndarray, prefix: str = "img", ext: str = ".png"
+) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, img in enumerate(images):

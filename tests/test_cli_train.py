@@ -22,7 +22,9 @@ def _train(runner: CliRunner, folder: Path, out: Path, *extra: str):  # noqa: AN
     )
 
 
-def test_train_prints_only_the_model_path(runner: CliRunner, blob_folder: Path, tmp_path: Path) -> None:
+def test_train_prints_only_the_model_path(
+    runner: CliRunner, blob_folder: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "m.safetensors"
     res = _train(runner, blob_folder, out, "--samples", str(tmp_path / "grids"))
     assert res.exit_code == 0, res.stderr
@@ -62,7 +64,9 @@ def test_bad_folders_are_one_line_errors(runner: CliRunner, tmp_path: Path, case
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_bad_files_warn_and_strict_fails(runner: CliRunner, blob_folder: Path, tmp_path: Path) -> None:
+def test_bad_files_warn_and_strict_fails(
+    runner: CliRunner, blob_folder: Path, tmp_path: Path
+) -> None:
     (blob_folder / "zzz.png").write_bytes(b"")
     res = _train(runner, blob_folder, tmp_path / "m.safetensors")
     assert res.exit_code == 0
@@ -105,5 +109,7 @@ def test_python_m_aetool_works() -> None:
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "aetool", "--version"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "aetool", "--version"], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "aetool" in res.stdout

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_blob_images, write_folder
 from PIL import Image
 
 from aetool.errors import ImageError, NoImagesError
@@ -16,7 +17,6 @@ from aetool.images import (
     load_images,
     parse_size,
 )
-from conftest import make_blob_images, write_folder
 
 
 def test_walk_is_sorted_skips_hidden_and_non_images(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def test_newer_format_is_refused(model_path: Path, tmp_path: Path) -> None:
 
 def test_mismatched_tensors_are_refused(model_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
-    _rewrite_meta(model_path, bad, {"arch_args": {"channels": 1, "height": 16, "width": 16, "latent_dim": 9}})
+    _rewrite_meta(
+        model_path, bad, {"arch_args": {"channels": 1, "height": 16, "width": 16, "latent_dim": 9}}
+    )
     with pytest.raises(ModelFileError, match="do not match"):
         load_model(bad)
 

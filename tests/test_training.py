@@ -56,7 +56,9 @@ def test_same_seed_gives_bit_identical_weights(blob_folder: Path) -> None:
     ],
 )
 def test_variants_train_and_improve(blob_folder: Path, extra: dict) -> None:
-    res = train(blob_folder, ModelConfig(arch="dense", latent_dim=4), TrainConfig(lr=3e-3, **FAST, **extra))
+    res = train(
+        blob_folder, ModelConfig(arch="dense", latent_dim=4), TrainConfig(lr=3e-3, **FAST, **extra)
+    )
     hist = res.metadata["training"]["history"]["train_loss"]
     assert np.isfinite(hist).all() and hist[-1] < hist[0]
 
@@ -65,9 +67,18 @@ def test_contractive_estimate_is_unbiased() -> None:
     torch.manual_seed(0)
     model = create_model("dense", channels=1, height=6, width=6, latent_dim=3, hidden=[16])
     x = torch.rand(4, 1, 6, 6, requires_grad=True)
-    exact = torch.stack(
-        [torch.autograd.functional.jacobian(lambda v: model.encode(v[None])[0], xi).pow(2).sum() for xi in x]
-    ).mean().detach()
+    exact = (
+        torch.stack(
+            [
+                torch.autograd.functional.jacobian(lambda v: model.encode(v[None])[0], xi)
+                .pow(2)
+                .sum()
+                for xi in x
+            ]
+        )
+        .mean()
+        .detach()
+    )
     z = model.encode(x)
     est = torch.stack([contractive_penalty(model, x, z).detach() for _ in range(2000)]).mean()
     assert float(est) == pytest.approx(float(exact), rel=0.05)
@@ -97,17 +108,32 @@ def test_interrupt_then_resume(blob_folder: Path, tmp_path: Path) -> None:
     fa, fb = full.model.state_dict(), again.model.state_dict()
     assert all(torch.allclose(fa[k], fb[k], atol=1e-6) for k in fa)
     with pytest.raises(ConfigError, match="finished run"):
-        train(images, ModelConfig(latent_dim=4), cfg, resume_from=again.save(tmp_path / "done.safetensors"))
+        train(
+            images,
+            ModelConfig(latent_dim=4),
+            cfg,
+            resume_from=again.save(tmp_path / "done.safetensors"),
+        )
 
 
 def test_early_stopping(blob_folder: Path) -> None:
-    res = train(blob_folder, ModelConfig(latent_dim=4), TrainConfig(epochs=40, lr=1e-9, patience=2, batch_size=16))
+    res = train(
+        blob_folder,
+        ModelConfig(latent_dim=4),
+        TrainConfig(epochs=40, lr=1e-9, patience=2, batch_size=16),
+    )
     assert res.metadata["training"]["epochs_run"] < 40
     assert res.metadata["training"]["stopped_early"]
 
 
 def test_config_validation() -> None:
-    for bad in (dict(epochs=0), dict(lr=-1), dict(val_split=1.0), dict(loss="l1"), dict(noise="pink:1")):
+    for bad in (
+        dict(epochs=0),
+        dict(lr=-1),
+        dict(val_split=1.0),
+        dict(loss="l1"),
+        dict(noise="pink:1"),
+    ):
         with pytest.raises(ConfigError):
             TrainConfig(**bad).validate()
     assert parse_sparsity("0.1") == (0.1, 0.05)
@@ -123,8 +149,12 @@ def test_config_validation() -> None:
 def test_noise_levels_match_spec() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.full((8, 1, 64, 64), 0.5)
-    assert float((parse_noise("gaussian:0.1").apply(x, g) - x).std()) == pytest.approx(0.1, rel=0.05)
-    assert float((parse_noise("mask:0.3").apply(x, g) == 0).float().mean()) == pytest.approx(0.3, abs=0.02)
+    assert float((parse_noise("gaussian:0.1").apply(x, g) - x).std()) == pytest.approx(
+        0.1, rel=0.05
+    )
+    assert float((parse_noise("mask:0.3").apply(x, g) == 0).float().mean()) == pytest.approx(
+        0.3, abs=0.02
+    )
     dark = parse_noise("gaussian:0.5").apply(torch.zeros(2, 1, 32, 32), g)
     assert float(dark.min()) == 0.0 and float(dark.max()) <= 1.0 and float(dark.mean()) > 0.1
     sp = parse_noise("saltpepper:0.2").apply(x, g)
