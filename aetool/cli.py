@@ -552,7 +552,7 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
 # score
 
 
-def _score_stdin_is_terminal() -> bool:
+def _stdin_is_terminal() -> bool:
     """Whether stdin is an interactive terminal (tests monkeypatch this)."""
     try:
         return sys.stdin is not None and sys.stdin.isatty()
@@ -578,15 +578,15 @@ def _score_shard_option(ctx: click.Context, param: click.Parameter, value: str |
         raise click.BadParameter(str(exc)) from None
 
 
-def _score_inputs(inputs: tuple[str, ...]) -> list[str]:
+def _input_paths(inputs: tuple[str, ...], command: str = "score") -> list[str]:
     """INPUTs, with ``-`` (or no INPUT and piped stdin) read as newline-separated paths."""
     from aetool.images import read_path_list
 
     if not inputs:
-        if _score_stdin_is_terminal():
+        if _stdin_is_terminal():
             raise click.UsageError(
-                "pass image files or folders to score (for example `aetool score test/`), "
-                "or pipe newline-separated paths: `find new/ -name '*.png' | aetool score`"
+                f"pass image files or folders (for example `aetool {command} images/`), "
+                f"or pipe newline-separated paths: `find images/ -name '*.png' | aetool {command}`"
             )
         inputs = ("-",)
     if inputs.count("-") > 1:
@@ -776,7 +776,7 @@ def score_cmd(
     from aetool.scoring import read_labels_csv
 
     console = make_err_console(quiet)
-    paths = _score_inputs(inputs)
+    paths = _input_paths(inputs)
     dev = resolve_device(device)
     loaded = load_model(model or _default_model(), device=dev)
     labels = read_labels_csv(labels_path) if labels_path is not None else None
@@ -853,31 +853,6 @@ def score_cmd(
 
 # ---------------------------------------------------------------------------
 # denoise, export, interpolate, latent-map
-
-
-def _dx_paths(args: tuple[str, ...]) -> list[str]:
-    """Arguments as paths; `-`, or no arguments with piped stdin, reads newline-separated paths."""
-    from aetool.images import read_path_list
-
-    stdin = sys.stdin
-    if not args:
-        if stdin is None or stdin.isatty():
-            raise click.UsageError(
-                "give input files or folders, or pipe newline-separated paths on stdin"
-            )
-        args = ("-",)
-    paths: list[str] = []
-    read = False
-    for arg in args:
-        if arg == "-":
-            if not read:
-                paths.extend(read_path_list(stdin))
-                read = True
-        else:
-            paths.append(arg)
-    if not paths:
-        raise click.UsageError("no input paths were given (stdin was empty)")
-    return paths
 
 
 def _dx_refs(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
@@ -1024,7 +999,7 @@ def denoise_cmd(
     console = make_err_console(quiet)
     if out_dir == "-":
         raise click.UsageError("the last argument is the output folder; `-` cannot be one")
-    in_paths = _dx_paths(tuple(inputs))
+    in_paths = _input_paths(tuple(inputs), "denoise")
     all_refs, refs, missing = _dx_refs(console, in_paths, shard, strict)
     from aetool.denoising import check_output_dir
 
@@ -1162,7 +1137,7 @@ def export_cmd(
     console = make_err_console(quiet)
     loaded = _dx_load_model(console, model, device)
     require_vector_latent(loaded, "export")
-    paths = _dx_paths(inputs)
+    paths = _input_paths(inputs, "export")
     all_refs, refs, missing = _dx_refs(console, paths, shard, strict)
     labels_all = infer_labels([r.relpath for r in all_refs])
     has_labels = any(v is not None for v in labels_all)
@@ -1349,7 +1324,7 @@ def latent_map_cmd(
     console = make_err_console(quiet)
     loaded = _dx_load_model(console, model, device)
     require_vector_latent(loaded, "latent-map")
-    paths = _dx_paths(inputs)
+    paths = _input_paths(inputs, "latent-map")
     _, refs, _ = _dx_refs(console, paths, None, strict)
     labels_all = folder_labels([r.relpath for r in refs])
     label_of = dict(zip((r.path for r in refs), labels_all, strict=True))
@@ -1460,7 +1435,7 @@ def report_cmd(
         raise click.UsageError(
             f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere"
         )
-    paths = _score_inputs(inputs)
+    paths = _input_paths(inputs, "report")
     loaded = load_model(model or _default_model())
     data = build_report(
         paths, loaded, score_kind=score_kind, threshold=threshold,

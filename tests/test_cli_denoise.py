@@ -163,7 +163,7 @@ def test_paths_from_stdin(tmp_path: Path, folder: Path, halving_model: Path) -> 
         names = sorted(Path(r["dst"]).name for r in _rows(res.stdout))
         assert names == ["four.png", "one.png", "two.png"]
     empty = _run("denoise", str(tmp_path / "o3"), "-m", str(halving_model), stdin="")
-    assert empty.exit_code == 2 and "no input paths" in empty.stderr
+    assert empty.exit_code == 2 and "no image paths were read from stdin" in empty.stderr
 
 
 def test_reference_columns_show_psnr_gain(tmp_path: Path) -> None:

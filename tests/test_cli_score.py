@@ -96,7 +96,7 @@ def test_paths_from_stdin_and_dash(score_tree: Path, score_model: Path) -> None:
 def test_no_input_on_a_terminal_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, score_model: Path
 ) -> None:
-    monkeypatch.setattr("aetool.cli._score_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("aetool.cli._stdin_is_terminal", lambda: True)
     res = run(["-m", str(score_model)])
     assert res.exit_code == 2
     assert "pass image files or folders" in res.stderr and res.stdout == ""
