@@ -74,6 +74,16 @@ def _quiet_broken_pipe() -> None:
     sys.exit(0)
 
 
+#: ``-m/--model``: the model file, default $AETOOL_MODEL, else the default of `aetool train`.
+model_option = click.option(
+    "-m",
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Model file [default: $AETOOL_MODEL, else {DEFAULT_MODEL}, as written by aetool train].",
+)
+
+
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--quiet and --device, shared by every command that computes."""
 
@@ -669,13 +679,7 @@ def _score_report_table(console: Any, report: dict[str, Any]) -> None:
 
 @cli.command("score")
 @click.argument("inputs", nargs=-1, type=str)
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Model file [default: $AETOOL_MODEL, else {DEFAULT_MODEL}, as written by aetool train].",
-)
+@model_option
 @click.option(
     "--score",
     "score_kind",
@@ -1072,13 +1076,7 @@ def _dx_npy_index_path(output: Path) -> Path:
 
 @cli.command("export", short_help="Write each image's latent code (CSV, JSONL or NPY).")
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
-)
+@model_option
 @click.option(
     "-o",
     "--output",
@@ -1222,13 +1220,7 @@ def export_cmd(
 @cli.command("interpolate", short_help="Decode the straight line between two images' codes.")
 @click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
-)
+@model_option
 @click.option(
     "--steps", type=click.IntRange(2), default=7, show_default=True,
     help="Frames, endpoints included.",
@@ -1278,13 +1270,7 @@ def interpolate_cmd(
 
 @cli.command("latent-map", short_help="Scatter plot of latent codes coloured by folder label.")
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Model file (default: $AETOOL_MODEL, else {DEFAULT_MODEL}).",
-)
+@model_option
 @click.option(
     "-o",
     "--output",
@@ -1355,13 +1341,7 @@ def latent_map_cmd(
 
 @cli.command("report")
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-m",
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Model file [default: $AETOOL_MODEL, else aetool-model.safetensors].",
-)
+@model_option
 @click.option(
     "-o",
     "--output",
