@@ -1,0 +1,91 @@
+"""Tests for the bundled pretrained grayscale denoiser (``aetool/pretrained/denoiser-gray``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from aetool.cli import cli
+from aetool.denoising import DEFAULT_DENOISER, bundled_model_path, denoise_array, psnr
+from aetool.modelfile import load_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    return clean + np.random.default_rng(seed).normal(0, sigma, clean.shape).astype(np.float32)
+
+
+def test_bundled_denoiser_loads_as_a_small_fully_convolutional_float32_model() -> None:
+    path = bundled_model_path()
+    assert path.name == DEFAULT_DENOISER
+    assert path.stat().st_size < 5 * 2**20
+    loaded = load_model(path)
+    meta = loaded.metadata
+    assert meta["arch"] == "denoiser"
+    assert meta["preprocessing"]["channels"] == 1 and meta["preprocessing"]["height"] is None
+    assert meta["training"]["completed"] is True and meta["training"]["history"]["train_loss"]
+    assert set(meta["training"]["held_out"]) >= {"skimage.data.camera"}
+    model = loaded.model
+    assert model.fully_convolutional and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(2, 1, 37, 53)  # not a multiple of the 8-pixel stride
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert 0 <= float(y.min()) and float(y.max()) <= 1
+
+
+def test_bundled_denoiser_gains_over_5_db_on_a_held_out_picture() -> None:
+    data = pytest.importorskip("skimage.data")
+    clean = data.camera()[64:192, 192:320].astype(np.float32) / 255  # never seen in training
+    noisy = _noisy(clean, 25 / 255)
+    with torch.inference_mode():
+        out = denoise_array(load_model(bundled_model_path()), noisy)
+    assert out.shape == clean.shape and out.dtype == np.float32
+    before, after = psnr(clean, noisy), psnr(clean, out)
+    assert before == pytest.approx(20.2, abs=0.3)
+    assert after > before + 5, (before, after)
+
+
+def test_denoise_cli_uses_the_bundled_model_without_model_option(tmp_path: Path) -> None:
+    data = pytest.importorskip("skimage.data")
+    crops = {
+        "gray/camera.png": data.camera()[300:396, 100:212],
+        "gray/moon.png": data.moon()[200:280, 200:264],
+        "rgb.png": data.astronaut()[20:84, 200:296],
+    }
+    for rel, clean in crops.items():
+        noisy = np.clip(_noisy(clean.astype(np.float32), 20.0, seed=len(rel)), 0, 255)
+        for root, arr in (("clean", clean), ("noisy", noisy.round().astype(np.uint8))):
+            (tmp_path / root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(tmp_path / root / rel)
+    res = CliRunner().invoke(
+        cli,
+        ["denoise", str(tmp_path / "noisy"), str(tmp_path / "out"), "--device", "cpu",
+         "--reference", str(tmp_path / "clean")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["src"]).relative_to(tmp_path / "noisy").as_posix(): r
+            for r in csv.DictReader(io.StringIO(res.stdout))}  # fmt: skip
+    assert set(rows) == set(crops)
+    for rel, row in rows.items():
+        assert row["status"] == "written", row
+        src, dst = Image.open(tmp_path / "noisy" / rel), Image.open(tmp_path / "out" / rel)
+        assert Path(row["dst"]) == tmp_path / "out" / rel
+        assert (dst.size, dst.mode) == (src.size, src.mode)
+        assert float(row["psnr_out"]) > float(row["psnr_in"]) + 3, row
