@@ -359,10 +359,8 @@ def train_cmd(
     if launched_by_torchrun():  # train() joins the process group; leave it on the way out
         click.get_current_context().call_on_close(dist_teardown)
     console = make_err_console(quiet or rank != 0)
-    if output.exists() and not (overwrite or resume):
-        raise click.UsageError(
-            f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere"
-        )
+    if not resume:
+        _refuse_existing(output, overwrite)
     if resume and not output.exists():
         raise click.UsageError(f"--resume: {output} does not exist")
     cfg = TrainConfig(**train_args)
@@ -579,7 +577,7 @@ def _score_threshold_option(ctx: click.Context, param: click.Parameter, value: s
         raise click.BadParameter(str(exc)) from None
 
 
-def _score_shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     from aetool.sharding import parse_shard
 
     try:
@@ -613,8 +611,9 @@ def _input_paths(inputs: tuple[str, ...], command: str = "score") -> list[str]:
     return out
 
 
-def _fmt_metric(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    """A number for a summary table; "-" when it is undefined."""
+    return "-" if value is None else format(value, spec)
 
 
 def _score_report_table(console: Any, report: dict[str, Any]) -> None:
@@ -645,13 +644,10 @@ def _score_report_table(console: Any, report: dict[str, Any]) -> None:
             f"{lab['normal']} normal, {lab['anomalous']} anomalous from the {lab['source']}"
             + (f", {c['scored'] - lab['known']} unknown" if c["scored"] - lab["known"] else ""),
         )
-        table.add_row(
-            "ROC AUC / AP", f"{_fmt_metric(m['roc_auc'])} / {_fmt_metric(m['average_precision'])}"
-        )
+        table.add_row("ROC AUC / AP", f"{_fmt(m['roc_auc'])} / {_fmt(m['average_precision'])}")
         table.add_row(
             "at threshold",
-            f"F1 {_fmt_metric(m['f1'])}, precision {_fmt_metric(m['precision'])}, "
-            f"recall {_fmt_metric(m['recall'])}",
+            f"F1 {_fmt(m['f1'])}, precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}",
         )
         cm = m["confusion"]
         table.add_row(
@@ -663,15 +659,15 @@ def _score_report_table(console: Any, report: dict[str, Any]) -> None:
             bm = b["metrics"]
             table.add_row(
                 "F1-optimal",
-                f"{b['value']:.6g}: F1 {_fmt_metric(bm['f1'])}, precision "
-                f"{_fmt_metric(bm['precision'])}, recall {_fmt_metric(bm['recall'])} "
+                f"{b['value']:.6g}: F1 {_fmt(bm['f1'])}, precision "
+                f"{_fmt(bm['precision'])}, recall {_fmt(bm['recall'])} "
                 "(reported only; the threshold above decides)",
             )
     px = report.get("pixel")
     if px:
         table.add_row(
             "pixel ROC AUC",
-            f"{_fmt_metric(px['roc_auc'])} ({px['images_with_masks']} masks, "
+            f"{_fmt(px['roc_auc'])} ({px['images_with_masks']} masks, "
             f"{px['images']} images, {px['map']} maps)",
         )
     console.print(table)
@@ -737,7 +733,7 @@ def _score_report_table(console: Any, report: dict[str, Any]) -> None:
     help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
 )
 @click.option(
-    "--shard", default=None, callback=_score_shard_option, help="Score only shard I of N (I/N)."
+    "--shard", default=None, callback=_shard_option, help="Score only shard I of N (I/N)."
 )
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable or missing file.")
@@ -859,7 +855,7 @@ def score_cmd(
 # denoise, export, interpolate, latent-map
 
 
-def _dx_refs(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
+def _refs_and_shard(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
     """Expand paths into image refs (all of them, then one shard); warn about missing paths."""
     from aetool.errors import ImageError, NoImagesError
     from aetool.images import find_images
@@ -875,16 +871,7 @@ def _dx_refs(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
     return refs, list(select_shard(refs, spec)), missing
 
 
-def _dx_shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    from aetool.sharding import parse_shard
-
-    try:
-        return parse_shard(value)
-    except AetoolError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-class _DxProgress:
+class _ItemProgress:
     """A rich bar on a terminal (nothing otherwise), advanced once per item."""
 
     def __init__(self, console: Any, total: int, label: str) -> None:
@@ -897,7 +884,7 @@ class _DxProgress:
             )  # fmt: skip
             self.task = self.progress.add_task(label, total=total)
 
-    def __enter__(self) -> _DxProgress:
+    def __enter__(self) -> _ItemProgress:
         if self.progress:
             self.progress.start()
         return self
@@ -911,22 +898,18 @@ class _DxProgress:
             self.progress.stop()
 
 
-def _dx_load_model(console: Any, model: Path | None, device: str) -> Any:
+def _load_model_arg(console: Any, model: Path | None, device: str) -> Any:
     from aetool.devices import resolve_device
     from aetool.modelfile import load_model
 
     return load_model(model or _default_model(), device=resolve_device(device))
 
 
-def _dx_refuse_existing(path: Path, overwrite: bool) -> None:
+def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise click.UsageError(
             f"{path} exists; pass --overwrite to replace it, or -o to write elsewhere"
         )
-
-
-def _dx_fmt(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 @cli.command("denoise", short_help="Denoise images into a folder, keeping formats and modes.")
@@ -961,7 +944,7 @@ def _dx_fmt(value: float | None, spec: str = ".4f") -> str:
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )
 @click.option(
-    "--shard", default=None, metavar="I/N", callback=_dx_shard_option,
+    "--shard", default=None, metavar="I/N", callback=_shard_option,
     help="Process only shard I of N (disjoint, stable across runs).",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable or unwritable image.")
@@ -1004,7 +987,7 @@ def denoise_cmd(
     if out_dir == "-":
         raise click.UsageError("the last argument is the output folder; `-` cannot be one")
     in_paths = _input_paths(tuple(inputs), "denoise")
-    all_refs, refs, missing = _dx_refs(console, in_paths, shard, strict)
+    all_refs, refs, missing = _refs_and_shard(console, in_paths, shard, strict)
     from aetool.denoising import check_output_dir
 
     check_output_dir(out_dir, in_paths)
@@ -1016,7 +999,7 @@ def denoise_cmd(
     summary = DenoiseSummary()
     warned = 0
     t0 = time.perf_counter()
-    with _DxProgress(console, len(refs), "denoising") as bar:
+    with _ItemProgress(console, len(refs), "denoising") as bar:
         for r in results:
             summary.add(r)
             row: dict[str, Any] = {
@@ -1052,14 +1035,14 @@ def denoise_cmd(
         table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
     if summary.errors or missing:
         table.add_row("errors", f"{summary.errors + len(missing)} unreadable or unwritable")
-    table.add_row("noise (sigma_est)", f"mean {_dx_fmt(summary.mean('sigma_est'))} "
-                  f"(x255: {_dx_fmt((summary.mean('sigma_est') or 0) * 255, '.1f')})")  # fmt: skip
+    table.add_row("noise (sigma_est)", f"mean {_fmt(summary.mean('sigma_est'), '.4f')} "
+                  f"(x255: {_fmt((summary.mean('sigma_est') or 0) * 255, '.1f')})")  # fmt: skip
     if reference is not None:
-        table.add_row("PSNR (dB)", f"{_dx_fmt(summary.mean('psnr_in'), '.2f')} -> "
-                      f"{_dx_fmt(summary.mean('psnr_out'), '.2f')} (mean over "
+        table.add_row("PSNR (dB)", f"{_fmt(summary.mean('psnr_in'), '.2f')} -> "
+                      f"{_fmt(summary.mean('psnr_out'), '.2f')} (mean over "
                       f"{summary.counts.get('psnr_in', 0)} with a reference)")  # fmt: skip
-        table.add_row("SSIM", f"{_dx_fmt(summary.mean('ssim_in'))} -> "
-                      f"{_dx_fmt(summary.mean('ssim_out'))}")  # fmt: skip
+        table.add_row("SSIM", f"{_fmt(summary.mean('ssim_in'), '.4f')} -> "
+                      f"{_fmt(summary.mean('ssim_out'), '.4f')}")  # fmt: skip
         if summary.missing_reference:
             table.add_row("no reference", f"{summary.missing_reference} image(s)")
     rate = summary.written / seconds if seconds > 0 else 0.0
@@ -1069,7 +1052,7 @@ def denoise_cmd(
         raise click.ClickException("no image could be denoised")
 
 
-def _dx_npy_index_path(output: Path) -> Path:
+def _npy_index_path(output: Path) -> Path:
     stem = output.name[:-4] if output.name.lower().endswith(".npy") else output.name
     return output.with_name(stem + ".paths.csv")
 
@@ -1095,7 +1078,7 @@ def _dx_npy_index_path(output: Path) -> Path:
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option(
-    "--shard", default=None, metavar="I/N", callback=_dx_shard_option,
+    "--shard", default=None, metavar="I/N", callback=_shard_option,
     help="Process only shard I of N (disjoint, stable across runs).",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image.")
@@ -1129,14 +1112,14 @@ def export_cmd(
             "--format npy needs -o FILE.npy (binary output is not written to stdout)"
         )
     if output is not None:
-        _dx_refuse_existing(output, overwrite)
+        _refuse_existing(output, overwrite)
         if fmt == "npy":
-            _dx_refuse_existing(_dx_npy_index_path(output), overwrite)
+            _refuse_existing(_npy_index_path(output), overwrite)
     console = make_err_console(quiet)
-    loaded = _dx_load_model(console, model, device)
+    loaded = _load_model_arg(console, model, device)
     require_vector_latent(loaded, "export")
     paths = _input_paths(inputs, "export")
-    all_refs, refs, missing = _dx_refs(console, paths, shard, strict)
+    all_refs, refs, missing = _refs_and_shard(console, paths, shard, strict)
     labels_all = infer_labels([r.relpath for r in all_refs])
     has_labels = any(v is not None for v in labels_all)
     label_of = dict(zip((r.path for r in all_refs), labels_all, strict=True))
@@ -1153,7 +1136,7 @@ def export_cmd(
 
     def run(writer: Any) -> int:
         k = 0
-        with _DxProgress(console, len(refs), "encoding") as bar:
+        with _ItemProgress(console, len(refs), "encoding") as bar:
             for ref, z in encode_latents(
                 loaded, refs, batch_size=batch_size, strict=strict, on_error=on_error
             ):
@@ -1187,7 +1170,7 @@ def export_cmd(
         arr = np.stack(codes).astype(np.float32) if codes else np.zeros((0, k), np.float32)
         with atomic_path(output) as tmp, open(tmp, "wb") as f:
             np.save(f, arr)
-        index_path = _dx_npy_index_path(output)
+        index_path = _npy_index_path(output)
         with atomic_path(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = RowWriter("csv", f)
             for entry in index:
@@ -1257,9 +1240,9 @@ def interpolate_cmd(
     from aetool.latents import interpolate, strip_image
     from aetool.modelfile import atomic_path
 
-    _dx_refuse_existing(output, overwrite)
+    _refuse_existing(output, overwrite)
     console = make_err_console(quiet)
-    loaded = _dx_load_model(console, model, device)
+    loaded = _load_model_arg(console, model, device)
     frames = interpolate(loaded, a, b, steps)
     img = strip_image(frames, min_height=min_height)
     with atomic_path(output) as tmp:
@@ -1306,18 +1289,18 @@ def latent_map_cmd(
     from aetool.latents import encode_latents, folder_labels, latent_map, require_vector_latent
     from aetool.modelfile import atomic_path
 
-    _dx_refuse_existing(output, overwrite)
+    _refuse_existing(output, overwrite)
     console = make_err_console(quiet)
-    loaded = _dx_load_model(console, model, device)
+    loaded = _load_model_arg(console, model, device)
     require_vector_latent(loaded, "latent-map")
     paths = _input_paths(inputs, "latent-map")
-    _, refs, _ = _dx_refs(console, paths, None, strict)
+    _, refs, _ = _refs_and_shard(console, paths, None, strict)
     labels_all = folder_labels([r.relpath for r in refs])
     label_of = dict(zip((r.path for r in refs), labels_all, strict=True))
     skipped: list[Any] = []
     codes: list[Any] = []
     labels: list[Any] = []
-    with _DxProgress(console, len(refs), "encoding") as bar:
+    with _ItemProgress(console, len(refs), "encoding") as bar:
         for ref, z in encode_latents(
             loaded, refs, batch_size=batch_size, strict=strict,
             on_error=lambda r, why: skipped.append((r, why)),
@@ -1411,10 +1394,7 @@ def report_cmd(
     from aetool.scoring import read_labels_csv
 
     console = make_err_console(quiet)
-    if output.exists() and not overwrite:
-        raise click.UsageError(
-            f"{output} exists; pass --overwrite to replace it, or -o to write elsewhere"
-        )
+    _refuse_existing(output, overwrite)
     paths = _input_paths(inputs, "report")
     loaded = load_model(model or _default_model())
     data = build_report(
