@@ -12,8 +12,15 @@ The command line (``aetool``) is a thin layer over these functions::
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
+
+# OpenMP threads that spin while waiting make torch crawl on busy or shared CPUs: the demo
+# took 4.6 minutes instead of 17 s with one other job running (BENCHMARKS.md). Sleeping
+# waiters cost nothing measurable on an idle machine. Only effective when aetool is
+# imported before torch starts its thread pool, as in the CLI; a user's setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
