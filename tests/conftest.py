@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+# As the aetool package does for the CLI: sleeping OpenMP waiters, set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
