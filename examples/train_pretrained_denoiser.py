@@ -26,7 +26,7 @@ optimizer):
 
 Each stage seeds torch and numpy with ``--seed`` before it builds its model,
 so a run is reproducible on one thread (the default). About 0.09-0.14 s per
-step on one CPU core: 20-30 minutes in all.
+step on one CPU core: 18-30 minutes in all.
 
 The weights are stored as float16 (half the file; the benchmark PSNRs move by
 less than 0.001 dB) and load into a float32 model; ``--dtype float32`` keeps
