@@ -45,6 +45,8 @@ from aetool.training import (
 )
 
 DEFAULT_MODEL = "aetool-model.safetensors"
+#: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
+MIN_THRESHOLD_VAL = 20
 
 
 def sample_grid_path(model_path: Path) -> Path:
@@ -387,6 +389,12 @@ def train_cmd(
         return  # rank 0 writes the model file and prints its path
     result.metadata["training"]["data"] = [str(p.resolve()) for p in inputs]
     path = result.save(output)
+    n_val = result.metadata["training"]["val_count"]
+    if n_val < MIN_THRESHOLD_VAL:
+        console.print(
+            f"[yellow]warning:[/] only {n_val} validation image(s): `score --threshold auto` "
+            f"rests on them; use a larger --val-split or more images for a steadier threshold"
+        )
     if result.samples:
         from aetool.plots import reconstruction_grid, save_png
 

@@ -18,13 +18,15 @@ __all__ = ["RowWriter", "err_console", "make_err_console"]
 
 def make_err_console(quiet: bool = False) -> Console:
     """The stderr console: honours NO_COLOR, and plain text when stderr is not a terminal."""
-    return Console(
+    console = Console(
         stderr=True,
         quiet=quiet,
         no_color=bool(os.environ.get("NO_COLOR")),
         highlight=False,
-        soft_wrap=False,
     )
+    # In logs a message stays on one line (grep-able); tables keep their width.
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 err_console = make_err_console()

@@ -151,11 +151,12 @@ def run_stage(
     seed: int,
     init: dict[str, torch.Tensor] | None,
     log_every: int,
+    arch_args: dict | None = None,
 ) -> tuple[AutoEncoder, list[float], list[float]]:
     """Train one stage; returns the model and the mean plain / weighted MSE per 500 steps."""
     torch.manual_seed(seed)
     sampler = PatchSampler(images, recipe, seed)
-    model = create_model("denoiser", **ARCH_ARGS)
+    model = create_model("denoiser", **(ARCH_ARGS if arch_args is None else arch_args))
     if init is not None:
         model.load_state_dict(init)
     model.train()
@@ -203,7 +204,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--log-every", type=int, default=500)
+    arch = parser.add_argument_group("architecture (defaults: the bundled model's)")
+    for key, help_ in [
+        ("base_channels", "channels at full resolution"),
+        ("depth", "number of downsamplings"),
+        ("max_channels", "cap on the channels per level"),
+        ("convs_per_level", "3x3 convolutions per level"),
+        ("bottleneck_convs", "extra convolutions at the lowest level"),
+    ]:
+        flag = "--" + key.replace("_", "-")
+        arch.add_argument(flag, type=int, default=ARCH_ARGS[key], help=f"{help_} (default %(default)s)")
     args = parser.parse_args()
+    arch_args = ARCH_ARGS | {
+        k: getattr(args, k)
+        for k in ("base_channels", "depth", "max_channels", "convs_per_level", "bottleneck_convs")
+    }
     if args.output.exists() and not args.overwrite:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
     torch.set_num_threads(args.threads)
@@ -219,7 +234,9 @@ def main() -> None:
     state, plain, weighted = None, [], []
     for i, stage in enumerate(stages, 1):
         print(f"stage {i}: {stage}", flush=True)
-        model, p, w = run_stage(stage, recipe, images, args.seed, state, args.log_every)
+        model, p, w = run_stage(
+            stage, recipe, images, args.seed, state, args.log_every, arch_args
+        )
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         plain += p
         weighted += w

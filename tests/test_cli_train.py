@@ -30,6 +30,7 @@ def test_train_prints_only_the_model_path(
     assert res.exit_code == 0, res.stderr
     assert res.stdout == f"{out}\n"
     assert "Training summary" in res.stderr and "epoch 3/3" in res.stderr
+    assert "only 5 validation image(s)" in res.stderr  # 10% of 48: a rough threshold
     loaded = load_model(out)
     assert loaded.metadata["training"]["epochs_run"] == 3
     assert loaded.metadata["training"]["data"] == [str(blob_folder.resolve())]
