@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from aetool import __version__
+from aetool.devices import resolve_device
 from aetool.distributed import launched_by_torchrun, torchrun_command
 from aetool.distributed import teardown as dist_teardown
 from aetool.errors import AetoolError
@@ -1054,7 +1055,7 @@ def denoise_cmd(
         if summary.missing_reference:
             table.add_row("no reference", f"{summary.missing_reference} image(s)")
     rate = summary.written / seconds if seconds > 0 else 0.0
-    table.add_row("time", f"{seconds:.1f} s, {rate:,.1f} images/s on {device}")
+    table.add_row("time", f"{seconds:.1f} s, {rate:,.1f} images/s on {resolve_device(device)}")
     console.print(table)
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
