@@ -267,6 +267,13 @@ def _train_summary(console: Any, result: TrainResult, path: Path) -> None:
     help="Stop after this many epochs without validation improvement "
     "[default: auto, about 150 optimizer steps, 10 to 50 epochs; 0: never].",
 )
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="cosine: decay the learning rate towards 0 over the epochs.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
 @click.option(

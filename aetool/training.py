@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 LOSSES = ("mse", "bce", "ssim")
+LR_SCHEDULES = ("constant", "cosine")
 #: Automatic epoch count: at least this many optimizer steps in all. Small folders
 #: (a few dozen images, 1-2 batches an epoch) otherwise stop long before converging.
 MIN_STEPS = 1000
@@ -89,6 +90,8 @@ class TrainConfig:
     patches_per_epoch: int | None = None
     amp: bool = True
     compile: bool = False
+    #: "constant", or "cosine": decay from lr towards 0 over the epochs (per epoch).
+    lr_schedule: str = "constant"
 
     def validate(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -101,6 +104,8 @@ class TrainConfig:
             raise ConfigError("--val-split must be in [0, 1)")
         if self.loss not in LOSSES:
             raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.contractive < 0:
             raise ConfigError("--contractive must be >= 0")
         if self.patch_size is not None and self.patch_size < 8:
@@ -140,6 +145,7 @@ class EpochRecord:
     seconds: float
     images_per_s: float
     best: bool
+    lr: float | None = None
 
 
 class TrainCallback:
@@ -454,6 +460,9 @@ def train(
         for epoch in range(start_epoch, epochs + 1):
             for cb in callbacks:
                 cb.on_epoch_start(epoch, n_batches)
+            if cfg.lr_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
             model.train()
             t0 = time.perf_counter()
             total, seen = 0.0, 0
@@ -497,7 +506,15 @@ def train(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-            rec = EpochRecord(epoch, train_loss, val_loss, secs, seen / max(secs, 1e-9), improved)
+            rec = EpochRecord(
+                epoch,
+                train_loss,
+                val_loss,
+                secs,
+                seen / max(secs, 1e-9),
+                improved,
+                opt.param_groups[0]["lr"],
+            )
             history.append(rec)
             samples = (
                 _samples(

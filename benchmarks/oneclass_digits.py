@@ -56,6 +56,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lr 5e-4": ({}, {"lr": 5e-4}),
     "lr 2e-3": ({}, {"lr": 2e-3}),
     "batch 32": ({}, {"batch_size": 32}),
+    "cosine lr": ({}, {"lr_schedule": "cosine"}),
+    "cosine lr 2e-3": ({}, {"lr_schedule": "cosine", "lr": 2e-3}),
     "old defaults: 30 epochs patience 10": ({}, {"epochs": 30, "patience": 10}),
 }
 

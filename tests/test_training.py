@@ -170,3 +170,14 @@ def test_patch_training_needs_fully_convolutional(tmp_path: Path) -> None:
     images = load_images([tmp_path], native_size=True)
     with pytest.raises(ConfigError, match="fully convolutional"):
         train(images, ModelConfig(arch="conv"), TrainConfig(patch_size=16, epochs=1))
+
+
+def test_cosine_schedule_decays_the_learning_rate(blob_folder: Path) -> None:
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-3, lr_schedule="cosine", patience=0)
+    res = train(blob_folder, ModelConfig(latent_dim=4), cfg)
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    assert [r.lr for r in res.history] == pytest.approx(expected)
+    constant = train(blob_folder, ModelConfig(latent_dim=4), TrainConfig(epochs=2, patience=0))
+    assert [r.lr for r in constant.history] == [1e-3, 1e-3]
+    with pytest.raises(ConfigError, match="lr-schedule"):
+        TrainConfig(lr_schedule="step").validate()
