@@ -213,7 +213,9 @@ def main() -> None:
         ("bottleneck_convs", "extra convolutions at the lowest level"),
     ]:
         flag = "--" + key.replace("_", "-")
-        arch.add_argument(flag, type=int, default=ARCH_ARGS[key], help=f"{help_} (default %(default)s)")
+        arch.add_argument(
+            flag, type=int, default=ARCH_ARGS[key], help=f"{help_} (default %(default)s)"
+        )
     args = parser.parse_args()
     arch_args = ARCH_ARGS | {
         k: getattr(args, k)
@@ -234,9 +236,7 @@ def main() -> None:
     state, plain, weighted = None, [], []
     for i, stage in enumerate(stages, 1):
         print(f"stage {i}: {stage}", flush=True)
-        model, p, w = run_stage(
-            stage, recipe, images, args.seed, state, args.log_every, arch_args
-        )
+        model, p, w = run_stage(stage, recipe, images, args.seed, state, args.log_every, arch_args)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         plain += p
         weighted += w
