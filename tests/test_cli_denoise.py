@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,8 @@ from aetool.cli import cli
 from aetool.modelfile import save_model
 from aetool.models import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models run faster on one thread than on two busy ones.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(path: Path, arr: np.ndarray) -> Path:

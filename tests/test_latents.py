@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,8 @@ from aetool.latents import (
 from aetool.modelfile import load_model, save_model
 from aetool.models import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models run faster on one thread than on two busy ones.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(root: Path, n: int, seed: int = 0, size: int = 16) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,8 @@ from aetool.cli import cli
 from aetool.denoising import DEFAULT_DENOISER, bundled_model_path, denoise_array, psnr
 from aetool.modelfile import load_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models run faster on one thread than on two busy ones.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
