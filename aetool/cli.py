@@ -42,17 +42,13 @@ from aetool.training import (
     TrainCallback,
     TrainConfig,
     TrainResult,
+    sample_grid_path,
     train,
 )
 
 DEFAULT_MODEL = "aetool-model.safetensors"
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
 MIN_THRESHOLD_VAL = 20
-
-
-def sample_grid_path(model_path: Path) -> Path:
-    """Where the final reconstruction grid goes: beside the model, ``NAME.samples.png``."""
-    return model_path.with_name(model_path.name.removesuffix(".safetensors") + ".samples.png")
 
 
 class AetoolGroup(click.Group):
@@ -403,13 +399,6 @@ def train_cmd(
             f"[yellow]warning:[/] only {n_val} validation image(s): `score --threshold auto` "
             f"rests on them; use a larger --val-split or more images for a steadier threshold"
         )
-    if result.samples:
-        from aetool.plots import reconstruction_grid, save_png
-
-        grid = reconstruction_grid(
-            result.samples["inputs"], result.samples["recons"], result.samples.get("noisy")
-        )
-        save_png(grid, sample_grid_path(path))
     _train_summary(console, result, path)
     click.echo(str(path))
     if result.interrupted:

@@ -26,7 +26,7 @@ from PIL import Image
 from aetool.errors import OutputError
 from aetool.images import load_images
 from aetool.models import ModelConfig
-from aetool.training import TrainCallback, TrainConfig, TrainResult, train
+from aetool.training import TrainCallback, TrainConfig, train
 
 __all__ = ["run_demo", "write_digits"]
 
@@ -90,17 +90,6 @@ def _prepare(directory: Path) -> None:
     (directory / _MARKER).write_text("written by `aetool demo`; safe to delete\n")
 
 
-def _save_model(result: TrainResult, path: Path) -> Path:
-    from aetool.plots import reconstruction_grid, save_png
-
-    out = result.save(path)
-    s = result.samples
-    if s:
-        grid = reconstruction_grid(s["inputs"], s["recons"], s.get("noisy"))
-        save_png(grid, path.with_name(path.name.removesuffix(".safetensors") + ".samples.png"))
-    return out
-
-
 def run_demo(
     directory: str | Path = "aetool-demo",
     *,
@@ -143,7 +132,7 @@ def run_demo(
         cbs(),
     )
     result.metadata["training"]["data"] = [str(folders["digits"].resolve())]
-    model_path = _save_model(result, root / "model.safetensors")
+    model_path = result.save(root / "model.safetensors")
     hist = result.metadata["training"]["history"]
     out["model"] = model_path
     out["training"] = (
@@ -193,7 +182,7 @@ def run_demo(
         cbs(),
     )
     zres.metadata["training"]["data"] = [str(folders["anomaly_train"].resolve())]
-    zeros_path = _save_model(zres, root / "zeros-model.safetensors")
+    zeros_path = zres.save(root / "zeros-model.safetensors")
     zeros = load_model(zeros_path, device="cpu")
     run = score_images(
         [folders["anomaly_test"]], zeros, device=device, heatmap_dir=root / "heatmaps"

@@ -149,7 +149,8 @@ def _encode(
         net.train(was)
 
 
-def _prepare(model: AutoEncoder | LoadedModel, image: Any) -> torch.Tensor:
+def prepare_for_model(model: AutoEncoder | LoadedModel, image: Any) -> torch.Tensor:
+    """One image (path or array) as a ``(1, C, H, W)`` float batch, prepared as the model records."""
     pre = model_preprocessing(model)
     if isinstance(image, (str, os.PathLike)):
         arr = prepare_image(
@@ -192,7 +193,7 @@ def interpolate(
     was = net.training
     net.eval()
     try:
-        x = torch.cat([_prepare(model, a), _prepare(model, b)]).to(dev)
+        x = torch.cat([prepare_for_model(model, a), prepare_for_model(model, b)]).to(dev)
         z = net.encode(x)
         t = torch.linspace(0, 1, steps, device=dev, dtype=z.dtype).view(-1, *[1] * (z.ndim - 1))
         frames = net.decode(z[:1] * (1 - t) + z[1:] * t)

@@ -17,8 +17,8 @@ import torch
 
 from aetool.devices import resolve_device
 from aetool.errors import ImageError
-from aetool.images import ImageRef, prepare_image
-from aetool.latents import encode_latents, folder_labels, model_preprocessing
+from aetool.images import ImageRef
+from aetool.latents import encode_latents, folder_labels, prepare_for_model
 from aetool.modelfile import LoadedModel, load_model
 from aetool.noise import parse_noise
 from aetool.report import ExtremeItem, ReportData
@@ -29,15 +29,7 @@ __all__ = ["build_report"]
 
 
 def _decode_for(model: LoadedModel, path: str) -> np.ndarray:
-    pre = model_preprocessing(model)
-    arr = prepare_image(
-        path,
-        channels=pre["channels"],
-        size=pre["size"],
-        resize=pre["resize"],
-        alpha_background=pre["alpha_background"],
-    )
-    return arr.astype(np.float32) / 255.0
+    return prepare_for_model(model, path)[0].numpy()
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "reconstruct",
+    "sample_grid_path",
     "train",
 ]
 
@@ -177,8 +178,23 @@ class TrainResult:
     samples: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model file (with resume state when interrupted) atomically."""
-        return save_model(path, self.model, self.metadata, extra=self.resume_state or None)
+        """Write the model file (with resume state when interrupted) atomically, and the
+        final reconstruction grid beside it (:func:`sample_grid_path`)."""
+        out = save_model(path, self.model, self.metadata, extra=self.resume_state or None)
+        if self.samples:
+            from aetool.plots import reconstruction_grid, save_png
+
+            s = self.samples
+            save_png(
+                reconstruction_grid(s["inputs"], s["recons"], s.get("noisy")), sample_grid_path(out)
+            )
+        return out
+
+
+def sample_grid_path(model_path: str | Path) -> Path:
+    """Where a model's final reconstruction grid goes: beside it, ``NAME.samples.png``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name.removesuffix(".safetensors") + ".samples.png")
 
 
 # ---------------------------------------------------------------------------
