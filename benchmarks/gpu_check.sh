@@ -12,6 +12,9 @@
 #    denoising throughput on CUDA.
 # Every figure, the GPU name and the test summary go to FIGURES_FILE.
 #
+# On a machine without internet whose python3 already has the dependencies (torch,
+# click, rich, ...): PY=python3 PYTHONPATH=$PWD bash benchmarks/gpu_check.sh
+# Timeouts (seconds): TEST_TIMEOUT (default 200) for the tests, BENCH_TIMEOUT (270).
 # Dry run without a GPU: DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/figs.txt
 # (the gpu tests then report as skipped).
 set -uo pipefail
@@ -62,14 +65,14 @@ log "setup: $(($(date +%s) - t_start)) s"
 # --- 2. CUDA tests ------------------------------------------------------------
 log ""
 log "## pytest -m gpu"
-timeout 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tail -25 | tee -a "$FIG"
+timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests 2>&1 | tail -25 | tee -a "$FIG"
 log "pytest exit: ${PIPESTATUS[0]}; $(($(date +%s) - t_start)) s so far"
 
 # --- 3. benchmarks ------------------------------------------------------------
 log ""
 BENCH=("$PY" benchmarks/gpu_bench.py --device "$DEVICE" --out "$FIG")
 [[ -n "$QUICK" ]] && BENCH+=(--quick)
-timeout 270 "${BENCH[@]}"
+timeout "${BENCH_TIMEOUT:-270}" "${BENCH[@]}"
 rc=$?
 [[ $rc -ne 0 ]] && log "gpu_bench exit: $rc (124: timed out; the figures so far are above)"
 log ""

@@ -1,35 +1,41 @@
 """Train the bundled grayscale denoiser: a ``denoiser`` U-Net on scikit-image's sample pictures.
 
-Writes ``aetool/pretrained/denoiser-gray.safetensors`` (about 1 MB), the model
+Writes ``aetool/pretrained/denoiser-gray.safetensors`` (a few MB), the model
 ``aetool denoise`` uses when ``--model`` is not given. It is a blind Gaussian
 denoiser: trained on noise levels sigma in [0.02, 0.2] (5 to 51 on the 0-255
 scale) without being told sigma.
 
-    python examples/train_pretrained_denoiser.py                 # the bundled model
-    python examples/train_pretrained_denoiser.py -o /tmp/d.safetensors --steps1 700 --steps2 450
+    python examples/train_pretrained_denoiser.py --device cuda --steps 40000   # the bundled model
+    python examples/train_pretrained_denoiser.py --device cuda --time-budget 300 -o /tmp/d.safetensors
+    python examples/train_pretrained_denoiser.py --device cpu --steps 200 -o /tmp/smoke.safetensors
 
-Recipe (two stages, the second restarting from the first's weights with a new
-optimizer):
+Recipe (the model card, ``pretrained/README.md``, gives the settings of the
+shipped file; ``aetool info`` shows them too):
 
-* data: 64x64 patches of 14 grayscale training pictures (:data:`TRAIN_IMAGES`;
-  ``camera``, ``astronaut`` and ``coffee`` are held out for
-  ``benchmarks/denoise_psnr.py``), each picture equally likely whatever its
-  size, with a random flip/rotation (8 orientations); batches of 16;
-* noise: additive Gaussian, sigma drawn per patch from U[0.02, 0.2]; in half
-  of the batches the noisy input is clipped to [0, 1], as it is once stored in
-  an image file;
-* loss: per-patch MSE weighted by ``(0.1 / sigma) ** p``, so low-noise patches,
-  whose errors are small, still count: p = 2 in stage 1, 1 in stage 2;
-* optimizer: Adam; linear warmup, then cosine decay to 1% of the peak rate;
-  stage 1 7,000 steps at lr 1e-3 (100 warmup steps), stage 2 4,500 steps at
-  lr 4e-4 (50 warmup steps).
+* data: random ``--patch-size`` patches of 14 grayscale training pictures
+  (:data:`TRAIN_IMAGES`; ``camera``, ``astronaut`` and ``coffee`` are held out
+  for ``benchmarks/denoise_psnr.py``, ``cell`` and ``hubble_deep_field`` for
+  validation), each picture equally likely whatever its size, in one of the 8
+  flips/rotations; with ``--scale-aug P``, a batch is, with probability P, cut
+  at a larger size and shrunk (antialiased) by a factor drawn from U[0.5, 1];
+* noise: additive Gaussian, sigma drawn per patch from U[0.02, 0.2]; with
+  probability ``--clip-prob`` a patch's noisy input is clipped to [0, 1], as
+  it is once stored in an image file;
+* loss: per-patch MSE weighted by ``(0.1 / sigma) ** --weight-power``, so
+  low-noise patches, whose errors are small, still count;
+* optimizer: Adam (fused on CUDA), gradient norm clipped to 1; linear warmup,
+  then cosine decay to 1% of the peak rate; bfloat16 autocast on CUDA.
 
-Each stage seeds torch and numpy with ``--seed`` before it builds its model,
-so a run is reproducible on one thread (the default). About 0.09-0.14 s per
-step on one CPU core: 18-30 minutes in all.
+Everything random is drawn on the training device from generators seeded with
+``--seed``, and CUDA runs use deterministic algorithms: the same command on the
+same GPU model and torch version gives the same weights. ``--time-budget S``
+first times 60 throwaway steps and sets ``--steps`` so training takes about S
+seconds; the steps are recorded in the file, so ``--steps N`` reruns it
+exactly. The bundled model was trained on one NVIDIA H200 (the card gives the
+time); on a CPU one step of the bundled recipe takes seconds.
 
 The weights are stored as float16 (half the file; the benchmark PSNRs move by
-less than 0.001 dB) and load into a float32 model; ``--dtype float32`` keeps
+less than 0.01 dB) and load into a float32 model; ``--dtype float32`` keeps
 them as trained.
 """
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -44,8 +51,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import aetool
 from aetool.modelfile import save_model
@@ -60,36 +70,37 @@ TRAIN_IMAGES = [
 ]  # fmt: skip
 #: Held out for ``benchmarks/denoise_psnr.py``.
 TEST_IMAGES = ["camera", "astronaut", "coffee"]
+#: Held out for choosing between training runs (never trained on, never the test pictures).
+VAL_IMAGES = ["cell", "hubble_deep_field"]
+#: Noise levels (0-255 scale) of the validation PSNRs.
+VAL_SIGMAS = (15, 25, 50)
 
 ARCH_ARGS = {
-    "channels": 1, "height": 64, "width": 64, "latent_dim": 16, "base_channels": 16,
-    "depth": 3, "max_channels": 96, "convs_per_level": 1, "bottleneck_convs": 4,
+    "channels": 1, "height": 64, "width": 64, "latent_dim": 16, "base_channels": 24,
+    "depth": 4, "max_channels": 128, "convs_per_level": 2, "bottleneck_convs": 3,
 }  # fmt: skip
+ARCH_KEYS = ("base_channels", "depth", "max_channels", "convs_per_level", "bottleneck_convs")
 
 #: One "epoch" in the model file's training record is this many steps (history granularity).
-STEPS_PER_EPOCH = 500
-
-
-@dataclass
-class Stage:
-    """One training stage: Adam with warmup + cosine decay, sigma-weighted MSE."""
-
-    steps: int
-    lr: float
-    warmup: int
-    weight_power: float
+STEPS_PER_EPOCH = 1000
 
 
 @dataclass
 class Recipe:
-    """Settings shared by both stages."""
+    """Training settings (recorded in the model file)."""
 
-    batch_size: int = 16
-    patch_size: int = 64
+    steps: int = 40000
+    batch_size: int = 32
+    patch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 1000
+    min_lr_fraction: float = 0.01
+    weight_power: float = 1.0
     sigma_min: float = 0.02
     sigma_max: float = 0.2
-    clip_prob: float = 0.5
-    min_lr_fraction: float = 0.01
+    clip_prob: float = 0.25
+    scale_aug: float = 0.0
+    grad_clip: float = 1.0
 
 
 def to_gray(x: np.ndarray) -> np.ndarray:
@@ -103,8 +114,19 @@ def to_gray(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img_as_float32(x), dtype=np.float32)
 
 
-def load_pictures(names: list[str]) -> list[np.ndarray]:
-    """The named ``skimage.data`` pictures as grayscale arrays (both views of stereo pairs)."""
+def load_pictures(names: list[str], npz: Path | None = None) -> list[np.ndarray]:
+    """The named ``skimage.data`` pictures as grayscale arrays (both views of stereo pairs).
+
+    With ``npz`` (written by :func:`save_pictures`), read them from that file
+    instead, for machines whose scikit-image lacks a picture.
+    """
+    if npz is not None:
+        with np.load(npz) as data:
+            out = []
+            for name in names:
+                keys = [name] if name in data else [f"{name}_left", f"{name}_right"]
+                out += [data[k] for k in keys]
+            return out
     import skimage.data
 
     out = []
@@ -117,165 +139,297 @@ def load_pictures(names: list[str]) -> list[np.ndarray]:
     return out
 
 
-class PatchSampler:
-    """Batches of (noisy, clean, sigma) patches; numpy draws the crops, torch the noise."""
+def save_pictures(path: Path) -> None:
+    """Write every training and validation picture, as used, to one ``.npz`` file."""
+    arrays = {}
+    for name in TRAIN_IMAGES + VAL_IMAGES:
+        pics = load_pictures([name])
+        keys = [name] if len(pics) == 1 else [f"{name}_left", f"{name}_right"]
+        arrays.update(zip(keys, pics, strict=True))
+    np.savez_compressed(path, **arrays)
 
-    def __init__(self, images: list[np.ndarray], recipe: Recipe, seed: int) -> None:
-        self.images = [im for im in images if min(im.shape) >= recipe.patch_size]
+
+class PatchSampler:
+    """Batches of (noisy, clean, sigma) patches, drawn on ``device`` with one gather each.
+
+    The pictures sit zero-padded in one tensor; a batch picks pictures
+    (uniformly among those big enough), corners and one of 8 orientations,
+    and builds every patch's pixel indices at once.
+    """
+
+    def __init__(
+        self, images: list[np.ndarray], recipe: Recipe, device: torch.device, seed: int
+    ) -> None:
         self.recipe = recipe
-        self.rng = np.random.default_rng(seed)
-        self.prob = np.full(len(self.images), 1 / len(self.images))
+        self.device = device
+        h = max(im.shape[0] for im in images)
+        w = max(im.shape[1] for im in images)
+        stack = np.zeros((len(images), h, w), np.float32)
+        for i, im in enumerate(images):
+            stack[i, : im.shape[0], : im.shape[1]] = im
+        self.stack = torch.from_numpy(stack).to(device)
+        self.sizes = torch.tensor([im.shape for im in images], device=device)
+        self.min_side = self.sizes.min(dim=1).values
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.gen, device=self.device)
+
+    def crops(self, n: int, size: int) -> torch.Tensor:
+        """``n`` random ``size`` x ``size`` crops, randomly flipped/rotated: (n, 1, size, size)."""
+        ok = (self.min_side >= size).float()
+        if ok.sum() == 0:
+            raise ValueError(f"no training picture is {size} px on its shorter side")
+        idx = torch.multinomial(ok.expand(n, -1), 1, generator=self.gen).squeeze(1)
+        hw = self.sizes[idx]
+        y0 = (self._rand(n) * (hw[:, 0] - size + 1)).long().view(n, 1, 1)
+        x0 = (self._rand(n) * (hw[:, 1] - size + 1)).long().view(n, 1, 1)
+        k = torch.randint(8, (n,), generator=self.gen, device=self.device).view(n, 1, 1)
+        ar = torch.arange(size, device=self.device)
+        i, j = ar.view(1, size, 1).expand(n, size, size), ar.view(1, 1, size).expand(n, size, size)
+        u, v = torch.where(k >= 4, j, i), torch.where(k >= 4, i, j)  # transpose
+        u = torch.where(k % 2 == 1, size - 1 - u, u)  # flip rows
+        v = torch.where((k // 2) % 2 == 1, size - 1 - v, v)  # flip columns
+        return self.stack[idx.view(n, 1, 1), y0 + u, x0 + v].unsqueeze(1)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r, p = self.recipe, self.recipe.patch_size
-        out = np.empty((r.batch_size, 1, p, p), np.float32)
-        for b, i in enumerate(self.rng.choice(len(self.images), r.batch_size, p=self.prob)):
-            im = self.images[i]
-            y = self.rng.integers(0, im.shape[0] - p + 1)
-            x = self.rng.integers(0, im.shape[1] - p + 1)
-            k = self.rng.integers(8)
-            crop = np.rot90(im[y : y + p, x : x + p], k % 4)
-            out[b, 0] = crop[:, ::-1] if k >= 4 else crop
-        clean = torch.from_numpy(out)
-        sigma = torch.empty(r.batch_size, 1, 1, 1).uniform_(r.sigma_min, r.sigma_max)
-        noisy = clean + sigma * torch.randn_like(clean)
-        clip = (torch.rand(r.batch_size, 1, 1, 1) < r.clip_prob).float()
-        noisy = clip * noisy.clamp(0, 1) + (1 - clip) * noisy
-        return noisy, clean, sigma
+        r, p, n = self.recipe, self.recipe.patch_size, self.recipe.batch_size
+        scale = 1.0
+        if r.scale_aug > 0 and self._rand(1).item() < r.scale_aug:
+            scale = 0.5 + 0.5 * self._rand(1).item()
+        if scale < 1.0:
+            big = self.crops(n, int(round(p / scale)))
+            clean = F.interpolate(big, size=(p, p), mode="bilinear", antialias=True)
+            clean = clean.clamp_(0, 1)
+        else:
+            clean = self.crops(n, p)
+        sigma = r.sigma_min + (r.sigma_max - r.sigma_min) * self._rand(n, 1, 1, 1)
+        noise = torch.randn(clean.shape, generator=self.gen, device=self.device)
+        noisy = clean + sigma * noise
+        clip = self._rand(n, 1, 1, 1) < r.clip_prob
+        noisy = torch.where(clip, noisy.clamp(0, 1), noisy)
+        return noisy, clean, sigma.flatten()
 
 
-def run_stage(
-    stage: Stage,
+def lr_factor(recipe: Recipe, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, recipe.warmup))
+    cos = 0.5 * (1 + math.cos(math.pi * min(step, recipe.steps) / recipe.steps))
+    return warm * (recipe.min_lr_fraction + (1 - recipe.min_lr_fraction) * cos)
+
+
+def make_model(arch_args: dict, device: torch.device) -> AutoEncoder:
+    return create_model("denoiser", **arch_args).to(device)
+
+
+def train_steps(
+    model: AutoEncoder,
     recipe: Recipe,
-    images: list[np.ndarray],
-    seed: int,
-    init: dict[str, torch.Tensor] | None,
-    log_every: int,
-    arch_args: dict | None = None,
-) -> tuple[AutoEncoder, list[float], list[float]]:
-    """Train one stage; returns the model and the mean plain / weighted MSE per 500 steps."""
-    torch.manual_seed(seed)
-    sampler = PatchSampler(images, recipe, seed)
-    model = create_model("denoiser", **(ARCH_ARGS if arch_args is None else arch_args))
-    if init is not None:
-        model.load_state_dict(init)
+    sampler: PatchSampler,
+    steps: int,
+    log_every: int = 0,
+    deadline: float | None = None,
+) -> tuple[list[float], list[float], int]:
+    """Run ``steps`` optimizer steps; returns mean plain / weighted MSE per epoch and steps run."""
+    device = sampler.device
+    cuda = device.type == "cuda"
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, fused=cuda or None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(recipe, s))
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=stage.lr)
-
-    def factor(s: int) -> float:
-        warm = min(1.0, (s + 1) / stage.warmup)
-        cos = 0.5 * (1 + math.cos(math.pi * min(s, stage.steps) / stage.steps))
-        return warm * (recipe.min_lr_fraction + (1 - recipe.min_lr_fraction) * cos)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    plain, weighted, sum_p, sum_w = [], [], 0.0, 0.0
+    plain: list[float] = []
+    weighted: list[float] = []
+    acc = torch.zeros(2, device=device)
     t0 = time.perf_counter()
-    for s in range(stage.steps):
+    done = 0
+    for s in range(steps):
         noisy, clean, sigma = sampler.batch()
-        per_patch = ((model(noisy) - clean) ** 2).mean(dim=(1, 2, 3))
-        loss = (per_patch * (0.1 / sigma.flatten()) ** stage.weight_power).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            out = model(noisy)
+        per_patch = ((out.float() - clean) ** 2).mean(dim=(1, 2, 3))
+        loss = (per_patch * (0.1 / sigma) ** recipe.weight_power).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
         sched.step()
-        sum_p += per_patch.mean().item()
-        sum_w += loss.item()
-        if (s + 1) % STEPS_PER_EPOCH == 0 or s + 1 == stage.steps:
+        acc += torch.stack([per_patch.mean().detach(), loss.detach()])
+        done = s + 1
+        late = deadline is not None and time.perf_counter() > deadline
+        if done % STEPS_PER_EPOCH == 0 or done == steps or late:
             n = (s % STEPS_PER_EPOCH) + 1
-            plain.append(sum_p / n)
-            weighted.append(sum_w / n)
-            sum_p = sum_w = 0.0
-        if (s + 1) % log_every == 0 or s + 1 == stage.steps:
+            p, w = (acc / n).tolist()
+            if not (math.isfinite(p) and math.isfinite(w)):
+                raise FloatingPointError(f"loss is {p} at step {done}")
+            plain.append(p)
+            weighted.append(w)
+            acc.zero_()
+        if log_every and (done % log_every == 0 or done == steps):
             print(
-                f"  step {s + 1}/{stage.steps}  loss {loss.item():.2e}  "
+                f"  step {done}/{steps}  mse {plain[-1] if plain else float('nan'):.2e}  "
                 f"lr {sched.get_last_lr()[0]:.1e}  {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
-    return model, plain, weighted
+        if late:
+            print(f"  deadline passed: stopped after {done} of {steps} steps", flush=True)
+            break
+    return plain, weighted, done
+
+
+def calibrate(arch_args: dict, recipe: Recipe, images: list[np.ndarray], device, seed: int) -> float:
+    """Seconds per step, timed over 50 steps after 10 warm-up steps of a throwaway model."""
+    torch.manual_seed(seed)
+    model = make_model(arch_args, device)
+    sampler = PatchSampler(images, recipe, device, seed + 1)
+    train_steps(model, recipe, sampler, 10)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    train_steps(model, recipe, sampler, 50)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / 50
+
+
+@torch.inference_mode()
+def validation_psnr(
+    model: AutoEncoder, images: list[np.ndarray], device: torch.device, seed: int = 0
+) -> dict[str, float]:
+    """Mean PSNR (dB) over the validation pictures at each sigma, unclipped noise, fp32."""
+    model.eval()
+    gen = torch.Generator(device="cpu")
+    out = {}
+    for s in VAL_SIGMAS:
+        gen.manual_seed(seed + s)
+        vals = []
+        for im in images:
+            clean = torch.from_numpy(im)[None, None]
+            noisy = clean + (s / 255) * torch.randn(clean.shape, generator=gen)
+            den = model(noisy.to(device)).float().cpu()
+            mse = ((den - clean) ** 2).mean().item()
+            vals.append(10 * math.log10(1 / mse))
+        out[f"sigma{s}"] = round(sum(vals) / len(vals), 3)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=OUT)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    parser.add_argument("--steps1", type=int, default=7000, help="stage 1 steps")
-    parser.add_argument("--steps2", type=int, default=4500, help="stage 2 steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="S",
+        help="choose --steps so training takes about S seconds (timed on this machine)",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    parser.add_argument("--patch-size", type=int, default=Recipe.patch_size)
+    parser.add_argument("--lr", type=float, default=Recipe.lr)
+    parser.add_argument("--warmup", type=int, default=Recipe.warmup)
+    parser.add_argument("--weight-power", type=float, default=Recipe.weight_power)
+    parser.add_argument("--clip-prob", type=float, default=Recipe.clip_prob)
+    parser.add_argument("--scale-aug", type=float, default=Recipe.scale_aug)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU training)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
-    parser.add_argument("--log-every", type=int, default=500)
+    parser.add_argument("--log-every", type=int, default=2000)
+    parser.add_argument(
+        "--pictures", type=Path, default=None, metavar="NPZ",
+        help="read the pictures from this file (see --save-pictures) instead of skimage.data",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save-pictures", type=Path, default=None, metavar="NPZ",
+        help="write the training and validation pictures to NPZ and exit",
+    )  # fmt: skip
     arch = parser.add_argument_group("architecture (defaults: the bundled model's)")
-    for key, help_ in [
-        ("base_channels", "channels at full resolution"),
-        ("depth", "number of downsamplings"),
-        ("max_channels", "cap on the channels per level"),
-        ("convs_per_level", "3x3 convolutions per level"),
-        ("bottleneck_convs", "extra convolutions at the lowest level"),
-    ]:
-        flag = "--" + key.replace("_", "-")
-        arch.add_argument(
-            flag, type=int, default=ARCH_ARGS[key], help=f"{help_} (default %(default)s)"
-        )
+    for key in ARCH_KEYS:
+        arch.add_argument("--" + key.replace("_", "-"), type=int, default=ARCH_ARGS[key])
     args = parser.parse_args()
-    arch_args = ARCH_ARGS | {
-        k: getattr(args, k)
-        for k in ("base_channels", "depth", "max_channels", "convs_per_level", "bottleneck_convs")
-    }
+    if args.save_pictures is not None:
+        save_pictures(args.save_pictures)
+        print(f"wrote {args.save_pictures}", file=sys.stderr)
+        return
+    arch_args = ARCH_ARGS | {k: getattr(args, k) for k in ARCH_KEYS}
     if args.output.exists() and not args.overwrite:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
+    if args.patch_size % 2 ** arch_args["depth"]:
+        parser.error(f"--patch-size must be a multiple of {2 ** arch_args['depth']}")
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
-    recipe = Recipe()
-    stages = [
-        Stage(steps=args.steps1, lr=1e-3, warmup=100, weight_power=2.0),
-        Stage(steps=args.steps2, lr=4e-4, warmup=50, weight_power=1.0),
-    ]
-    images = load_pictures(TRAIN_IMAGES)
-    print(f"{len(images)} training pictures, {sum(im.size for im in images):,} pixels")
+    recipe = Recipe(
+        steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
+        warmup=args.warmup, weight_power=args.weight_power, clip_prob=args.clip_prob,
+        scale_aug=args.scale_aug,
+    )  # fmt: skip
+    images = load_pictures(TRAIN_IMAGES, args.pictures)
+    val_images = load_pictures(VAL_IMAGES, args.pictures)
+    val_images = [im[:512, :512] for im in val_images]
+    print(f"{len(images)} training pictures, {sum(im.size for im in images):,} pixels", flush=True)
+
+    t_start = time.perf_counter()
+    calibrated = None
+    if args.time_budget is not None:
+        per_step = calibrate(arch_args, recipe, images, device, args.seed)
+        steps = int(args.time_budget / per_step) // 500 * 500
+        recipe.steps = max(1000, steps)
+        recipe.warmup = min(recipe.warmup, recipe.steps // 10)
+        calibrated = round(per_step, 5)
+        print(f"{per_step * 1e3:.1f} ms per step -> {recipe.steps} steps", flush=True)
+    print(f"recipe: {recipe}", flush=True)
+
+    torch.manual_seed(args.seed)
+    model = make_model(arch_args, device)
+    sampler = PatchSampler(images, recipe, device, args.seed)
+    deadline = None if args.time_budget is None else time.perf_counter() + 1.15 * args.time_budget
     t0 = time.perf_counter()
-    state, plain, weighted = None, [], []
-    for i, stage in enumerate(stages, 1):
-        print(f"stage {i}: {stage}", flush=True)
-        model, p, w = run_stage(stage, recipe, images, args.seed, state, args.log_every, arch_args)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        plain += p
-        weighted += w
+    plain, weighted, done = train_steps(model, recipe, sampler, recipe.steps, args.log_every, deadline)
     seconds = time.perf_counter() - t0
-    model.eval()
+    val = validation_psnr(model, val_images, device)
+    print(f"validation PSNR (cell, hubble_deep_field crop): {val}", flush=True)
+    model = model.cpu().eval()
     n_params = sum(p.numel() for p in model.parameters())
 
     epochs = len(plain)
-    recipe_record = asdict(recipe) | {
-        "stages": [asdict(s) for s in stages],
-        "optimizer": "adam",
-        "schedule": "linear warmup, cosine decay to min_lr_fraction * lr",
-        "loss_weight": "(0.1 / sigma) ** weight_power per patch",
-        "augment": "8 flips/rotations",
-        "patch_sampling": "each picture equally likely",
-        "grayscale": "skimage.color.rgb2gray",
-        "steps_per_epoch": STEPS_PER_EPOCH,
-    }
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     training = {
         "data": [f"skimage.data.{n}" for n in TRAIN_IMAGES],
         "held_out": [f"skimage.data.{n}" for n in TEST_IMAGES],
+        "validation_pictures": [f"skimage.data.{n} (top-left 512x512)" for n in VAL_IMAGES],
+        "validation_psnr": val,
         "image_count": len(images),
         "train_count": len(images),
         "val_count": 0,
         "skipped": [],
         "seed": args.seed,
-        "recipe": recipe_record,
-        "steps": sum(s.steps for s in stages),
-        "epochs_requested": epochs,
+        "recipe": asdict(recipe)
+        | {
+            "optimizer": "adam",
+            "schedule": "linear warmup, cosine decay to min_lr_fraction * lr",
+            "loss_weight": "(0.1 / sigma) ** weight_power per patch",
+            "augment": "8 flips/rotations" + (", scale" if recipe.scale_aug else ""),
+            "patch_sampling": "each picture equally likely",
+            "grayscale": "skimage.color.rgb2gray",
+            "autocast": "bfloat16" if device.type == "cuda" else None,
+            "steps_per_epoch": STEPS_PER_EPOCH,
+            "seconds_per_step_calibrated": calibrated,
+        },
+        "steps": done,
+        "epochs_requested": math.ceil(recipe.steps / STEPS_PER_EPOCH),
         "epochs_run": epochs,
         "best_epoch": epochs,
-        "completed": True,
+        "completed": done == recipe.steps,
         "history": {"train_loss": plain, "val_loss": [], "train_loss_weighted": weighted},
         "history_note": f"mean per-patch MSE (unweighted) over each {STEPS_PER_EPOCH} steps",
         "loss": "mse (sigma-weighted)",
         "noise": f"gaussian:{recipe.sigma_min}-{recipe.sigma_max}",
-        "lr": stages[0].lr,
+        "lr": recipe.lr,
         "batch_size": recipe.batch_size,
-        "device": "cpu",
+        "device": f"{device.type} ({dev_name})",
         "threads": args.threads,
         "parameters": n_params,
         "weights_dtype": args.dtype,
@@ -297,9 +451,10 @@ def main() -> None:
         model = model.half()  # stored as float16; load_model copies into float32 parameters
     path = save_model(args.output, model, {"preprocessing": preprocessing, "training": training})
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {n_params:,} parameters) "
-        f"in {seconds / 60:.1f} min; last {STEPS_PER_EPOCH}-step mean MSE {plain[-1]:.2e}",
-        file=sys.stderr,
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {n_params:,} parameters): "
+        f"{done} steps in {seconds / 60:.1f} min ({(time.perf_counter() - t_start) / 60:.1f} "
+        f"min with timing); last {STEPS_PER_EPOCH}-step mean MSE {plain[-1]:.2e}",
+        flush=True,
     )
 
 
