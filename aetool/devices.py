@@ -12,16 +12,18 @@ __all__ = ["autocast_dtype", "resolve_device"]
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a :class:`torch.device`.
 
-    ``auto`` picks the first CUDA device when one is present, else the CPU.
+    ``auto`` picks the current CUDA device when one is present, else the CPU.
+    CUDA devices always carry their index (``cuda`` becomes ``cuda:0``), since
+    a tensor's ``.device`` does and ``cuda != cuda:0``.
 
     Raises:
         ConfigError: the spec is unknown or names a CUDA device that is absent.
     """
     if isinstance(spec, torch.device):
-        return spec
+        return _indexed(spec)
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return _indexed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if spec == "cpu":
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
@@ -34,8 +36,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             n = torch.cuda.device_count()
             raise ConfigError(f"--device {spec}: only {n} CUDA device(s) present (cuda:0..{n - 1})")
-        return dev
+        return _indexed(dev)
     raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _indexed(dev: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:N`` (the current device), so devices compare equal to tensors'."""
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

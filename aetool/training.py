@@ -240,7 +240,7 @@ class _Feeder:
     def batch(self, idx: Tensor, gen: torch.Generator | None = None) -> Tensor:
         if self.cache is None:
             return self._patches(idx, gen)
-        if self.cache.device == self.device:
+        if self.cache.device.type == self.device.type:  # resident (on the GPU, or CPU training)
             x = self.cache.index_select(0, idx.to(self.device))
         else:
             if self.device.type == "cuda":

@@ -51,6 +51,17 @@ def test_cuda_index_beyond_the_devices_present(monkeypatch: pytest.MonkeyPatch) 
         resolve_device("cuda:2")
 
 
+def test_bare_cuda_resolves_to_an_indexed_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tensors report cuda:0, and torch.device("cuda") != torch.device("cuda", 0): a bare
+    # "cuda" once sent a GPU-resident training cache down the host-memory path.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    for spec in ("cuda", "auto", torch.device("cuda")):
+        assert resolve_device(spec) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
 @pytest.mark.parametrize("spec", ["gpu", "mps0", "cuda0", "tpu", "0"])
 def test_unknown_specs_name_the_choices(spec: str) -> None:
     with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
@@ -140,7 +151,8 @@ def test_feeder_converts_uint8_on_the_gpu(
     batch = feeder.batch(idx)
     assert batch.device.type == "cuda" and batch.dtype == torch.float32
     expected = torch.from_numpy(np.asarray(images.data)[idx.numpy()]).float() / 255
-    assert torch.equal(batch.cpu(), expected)
+    # CUDA may divide by multiplying with 1/255: equal to within one float32 ulp.
+    torch.testing.assert_close(batch.cpu(), expected, rtol=0, atol=1e-7)
     if not resident:
         assert feeder.pinned is not None and feeder.pinned.is_pinned()
 

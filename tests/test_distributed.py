@@ -143,6 +143,7 @@ def test_distributed_flag_relaunches_under_torchrun_with_penalties(tiny_folder: 
     batch of one image (58 training images, batches of 19) that both ranks must share."""
     cwd = tiny_folder.parent
     args = ["train", "imgs", "-o", "p.safetensors", "--epochs", "1", "--batch-size", "19"]
+    args += ["--device", "cpu"]  # gloo on the CPU even where one GPU would be auto-picked
     extra = ["--contractive", "0.1", "--sparsity", "1e-3", "--noise", "gaussian:0.1"]
     proc = _run(
         [sys.executable, "-m", "aetool", *args, *extra, "--distributed", "--nproc", "2"], cwd
