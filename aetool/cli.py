@@ -943,7 +943,7 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 )  # fmt: skip
 @click.option(
     "--batch-size", type=click.IntRange(1), default=8, show_default=True,
-    help="Tiles per forward pass.",
+    help="Tiles per forward pass; images of up to batch-size x tile^2 pixels run whole.",
 )  # fmt: skip
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True

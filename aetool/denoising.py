@@ -5,9 +5,9 @@ at full precision, denoised on the model's device, then encoded and written in
 worker threads, and one :class:`DenoiseResult` per image is yielded in input
 order, so memory stays flat whatever the image count.
 
-Sizes. Fully convolutional models run on the whole image when both sides fit
-in one tile (``tile``, 256 px by default), else on overlapping ``tile`` x
-``tile`` tiles. Fixed-size models (``conv``, ``dense``) always run on tiles of
+Sizes. Fully convolutional models run on the whole image when it has no more
+pixels than one batch of tiles (``batch_size * tile**2``: 8 tiles of 256 px by
+default, so up to 724x724), else on overlapping ``tile`` x ``tile`` tiles. Fixed-size models (``conv``, ``dense``) always run on tiles of
 their training size. Tiles overlap by ``overlap`` pixels (at most half a tile)
 and are blended with a separable window that is zero for the outer quarter of
 the overlap (where zero padding makes a tile's output unreliable) and rises
@@ -361,7 +361,9 @@ def denoise_array(
         tile: tile side for fully convolutional models (fixed-size models use
             their training size).
         overlap: overlap between neighbouring tiles, in pixels (at most half a tile).
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass. A fully convolutional model runs on
+            the whole image (each plane) when it has at most
+            ``batch_size * tile**2`` pixels, the size of one batch of tiles.
         device: where to run; default the model's device.
 
     Returns:
@@ -392,10 +394,15 @@ def denoise_array(
     else:
         raise ConfigError(f"cannot denoise a {c_img}-channel image with a {c_mod}-channel model")
 
+    # One forward pass holds at most `budget` pixels per plane: a batch of tiles, or whole
+    # images when one fits (a 512x512 picture in one pass rather than nine 256 px tiles).
+    budget = max(1, batch_size) * tile * tile
     if model.fully_convolutional:
-        th, tw = min(tile, h), min(tile, w)
+        th, tw = (h, w) if h * w <= budget else (min(tile, h), min(tile, w))
+        per_pass = max(1, budget // (th * tw))
     else:
         th, tw = _model_size(model)
+        per_pass = max(1, batch_size)
     pad_h, pad_w = max(0, th - h), max(0, tw - w)
     if pad_h or pad_w:  # smaller than a fixed-size model's input: pad, run, crop
         mode = "reflect" if h > 1 and w > 1 else "edge"
@@ -411,8 +418,8 @@ def denoise_array(
     was_training = model.training
     model.eval()
     try:
-        for k in range(0, len(jobs), max(1, batch_size)):
-            chunk = jobs[k : k + batch_size]
+        for k in range(0, len(jobs), per_pass):
+            chunk = jobs[k : k + per_pass]
             batch = np.stack(
                 [stack[g, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for g, i, j in chunk]
             )

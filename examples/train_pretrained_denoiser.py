@@ -5,8 +5,8 @@ Writes ``aetool/pretrained/denoiser-gray.safetensors`` (a few MB), the model
 denoiser: trained on noise levels sigma in [0.02, 0.2] (5 to 51 on the 0-255
 scale) without being told sigma.
 
-    python examples/train_pretrained_denoiser.py --device cuda --steps 40000   # the bundled model
-    python examples/train_pretrained_denoiser.py --device cuda --time-budget 300 -o /tmp/d.safetensors
+    python examples/train_pretrained_denoiser.py --overwrite        # the bundled model (CUDA)
+    python examples/train_pretrained_denoiser.py --time-budget 300 -o /tmp/d.safetensors
     python examples/train_pretrained_denoiser.py --device cpu --steps 200 -o /tmp/smoke.safetensors
 
 Recipe (the model card, ``pretrained/README.md``, gives the settings of the
@@ -29,14 +29,19 @@ shipped file; ``aetool info`` shows them too):
 Everything random is drawn on the training device from generators seeded with
 ``--seed``, and CUDA runs use deterministic algorithms: the same command on the
 same GPU model and torch version gives the same weights. ``--time-budget S``
-first times 60 throwaway steps and sets ``--steps`` so training takes about S
-seconds; the steps are recorded in the file, so ``--steps N`` reruns it
-exactly. The bundled model was trained on one NVIDIA H200 (the card gives the
-time); on a CPU one step of the bundled recipe takes seconds.
+first times 60 throwaway steps of a model that is then discarded, sets
+``--steps`` so training takes about S seconds, and stops at ``1.15 * S``
+seconds whatever the step; the file records the schedule's length and where it
+stopped, so ``--steps N --stop-at M`` reruns it exactly.
 
-The weights are stored as float16 (half the file; the benchmark PSNRs move by
-less than 0.01 dB) and load into a float32 model; ``--dtype float32`` keeps
-them as trained.
+The bundled model is such a run: ``--time-budget 270`` on one NVIDIA H200
+shared with four other runs scheduled 9,500 steps and stopped at the deadline
+after 9,046 (310 s). The defaults (``--steps 9500 --stop-at 9046``, warmup
+950) repeat it. Random numbers come from the training device's generator, so a
+CPU run draws other patches; on a CPU one step of this recipe takes seconds.
+
+The weights are stored as float16 (half the file) and load into a float32
+model; ``--dtype float32`` keeps them as trained.
 """
 
 from __future__ import annotations
@@ -77,8 +82,10 @@ VAL_SIGMAS = (15, 25, 50)
 
 ARCH_ARGS = {
     "channels": 1, "height": 64, "width": 64, "latent_dim": 16, "base_channels": 24,
-    "depth": 4, "max_channels": 128, "convs_per_level": 2, "bottleneck_convs": 3,
+    "depth": 3, "max_channels": 128, "convs_per_level": 2, "bottleneck_convs": 4,
 }  # fmt: skip
+#: The bundled run's schedule length and the step it stopped at (its time budget ran out).
+BUNDLED_STEPS, BUNDLED_STOP_AT = 9500, 9046
 ARCH_KEYS = ("base_channels", "depth", "max_channels", "convs_per_level", "bottleneck_convs")
 
 #: One "epoch" in the model file's training record is this many steps (history granularity).
@@ -89,11 +96,11 @@ STEPS_PER_EPOCH = 1000
 class Recipe:
     """Training settings (recorded in the model file)."""
 
-    steps: int = 40000
+    steps: int = BUNDLED_STEPS
     batch_size: int = 32
     patch_size: int = 128
     lr: float = 1e-3
-    warmup: int = 1000
+    warmup: int = 950
     min_lr_fraction: float = 0.01
     weight_power: float = 1.0
     sigma_min: float = 0.02
@@ -101,6 +108,7 @@ class Recipe:
     clip_prob: float = 0.25
     scale_aug: float = 0.0
     grad_clip: float = 1.0
+    stop_at: int | None = None  # stop after this many steps of the ``steps``-long schedule
 
 
 def to_gray(x: np.ndarray) -> np.ndarray:
@@ -324,8 +332,14 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     parser.add_argument("--patch-size", type=int, default=Recipe.patch_size)
+    parser.add_argument(
+        "--stop-at", type=int, default=None, metavar="M",
+        help=f"stop after M steps (default: {BUNDLED_STOP_AT} with the default --steps, else none)",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, default=Recipe.lr)
-    parser.add_argument("--warmup", type=int, default=Recipe.warmup)
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="warmup steps (default: steps / 10, at most 1000)"
+    )
     parser.add_argument("--weight-power", type=float, default=Recipe.weight_power)
     parser.add_argument("--clip-prob", type=float, default=Recipe.clip_prob)
     parser.add_argument("--scale-aug", type=float, default=Recipe.scale_aug)
@@ -361,10 +375,16 @@ def main() -> None:
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    stop_at = args.stop_at
+    if stop_at is None and args.steps == BUNDLED_STEPS and args.time_budget is None:
+        stop_at = BUNDLED_STOP_AT
+    if stop_at is not None and not 0 < stop_at <= args.steps:
+        parser.error(f"--stop-at must be in 1..{args.steps}")
     recipe = Recipe(
         steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
-        warmup=args.warmup, weight_power=args.weight_power, clip_prob=args.clip_prob,
-        scale_aug=args.scale_aug,
+        warmup=args.warmup if args.warmup is not None else min(1000, args.steps // 10),
+        weight_power=args.weight_power, clip_prob=args.clip_prob, scale_aug=args.scale_aug,
+        stop_at=stop_at,
     )  # fmt: skip
     images = load_pictures(TRAIN_IMAGES, args.pictures)
     val_images = load_pictures(VAL_IMAGES, args.pictures)
@@ -377,7 +397,8 @@ def main() -> None:
         per_step = calibrate(arch_args, recipe, images, device, args.seed)
         steps = int(args.time_budget / per_step) // 500 * 500
         recipe.steps = max(1000, steps)
-        recipe.warmup = min(recipe.warmup, recipe.steps // 10)
+        if args.warmup is None:
+            recipe.warmup = min(1000, recipe.steps // 10)
         calibrated = round(per_step, 5)
         print(f"{per_step * 1e3:.1f} ms per step -> {recipe.steps} steps", flush=True)
     print(f"recipe: {recipe}", flush=True)
@@ -387,7 +408,10 @@ def main() -> None:
     sampler = PatchSampler(images, recipe, device, args.seed)
     deadline = None if args.time_budget is None else time.perf_counter() + 1.15 * args.time_budget
     t0 = time.perf_counter()
-    plain, weighted, done = train_steps(model, recipe, sampler, recipe.steps, args.log_every, deadline)
+    planned = recipe.stop_at or recipe.steps
+    plain, weighted, done = train_steps(model, recipe, sampler, planned, args.log_every, deadline)
+    if done < planned:  # the time budget's deadline: record where it stopped, to rerun exactly
+        recipe.stop_at = done
     seconds = time.perf_counter() - t0
     val = validation_psnr(model, val_images, device)
     print(f"validation PSNR (cell, hubble_deep_field crop): {val}", flush=True)
@@ -422,7 +446,8 @@ def main() -> None:
         "epochs_requested": math.ceil(recipe.steps / STEPS_PER_EPOCH),
         "epochs_run": epochs,
         "best_epoch": epochs,
-        "completed": done == recipe.steps,
+        "completed": True,
+        "stopped_early": False,
         "history": {"train_loss": plain, "val_loss": [], "train_loss_weighted": weighted},
         "history_note": f"mean per-patch MSE (unweighted) over each {STEPS_PER_EPOCH} steps",
         "loss": "mse (sigma-weighted)",

@@ -166,13 +166,36 @@ def test_tiled_unet_has_no_seams() -> None:
             p.copy_(torch.randn(p.shape) * 0.05)
     yy, xx = np.mgrid[0:120, 0:120] / 120
     x = (0.3 + 0.4 * np.sin(3 * xx) * np.cos(2 * yy)).astype(np.float32)[None]
-    tiled = denoise_array(model, x, tile=48, overlap=16)
+    tiled = denoise_array(model, x, tile=48, overlap=16, batch_size=1)  # 120^2 > 48^2: tiles
     whole = denoise_array(model, x, tile=256)
     # The U-Net sees further than the tile margin, so tiles differ slightly from the whole
     # image, but blending keeps that small and free of jumps at tile borders.
     assert np.abs(tiled - whole).mean() < 0.01
     jumps = np.abs(np.diff(tiled[0], axis=1)).max()
     assert jumps < np.abs(np.diff(whole[0], axis=1)).max() + 0.02
+
+
+def test_images_within_one_batch_of_tiles_run_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = create_model("denoiser", base_channels=8, depth=2, max_channels=16).eval()
+    shapes: list[tuple[int, ...]] = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda t: shapes.append(tuple(t.shape)) or forward(t))
+    x = np.random.default_rng(4).random((3, 90, 100), dtype=np.float32)
+    # budget = batch_size * tile^2 = 2 * 64^2 = 8192 pixels per pass: 9000 is over, so tiles
+    denoise_array(model, x, tile=64, overlap=16, batch_size=2)
+    assert shapes and all(s[0] <= 2 and s[2:] == (64, 64) for s in shapes)
+    # 3 * 64^2 = 12288 >= 9000: each plane whole, one plane per pass (12288 // 9000 = 1)
+    shapes.clear()
+    out = denoise_array(model, x, tile=64, overlap=16, batch_size=3)
+    assert shapes == [(1, 1, 90, 100)] * 3
+    with torch.no_grad():
+        direct = forward(torch.from_numpy(x)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(out, direct, atol=1e-6)
+    # a bigger budget takes the planes together
+    shapes.clear()
+    denoise_array(model, x, tile=64, overlap=16, batch_size=8)
+    assert shapes == [(3, 1, 90, 100)]
 
 
 def test_gray_model_denoises_each_rgb_channel() -> None:
