@@ -2,11 +2,11 @@
 
 1. Throughput: ``--images`` (1,000) noisy 256x256 grayscale PNG crops of
    scikit-image sample pictures, denoised by :func:`aetool.denoising.denoise_images`
-   with a small fully convolutional model (the registry's ``denoiser`` when
-   present, else ``conv`` at 256x256), written to a second folder.
+   with the bundled denoiser (``aetool denoise``'s default model), written to a
+   second folder.
 2. Memory: one noisy N x N image (N = 1000, 2000, 4000) denoised in a fresh
    subprocess each, tiled at 256 px, and untiled at 1000 and 2000 px for contrast.
-   Peak RSS (``ru_maxrss``) minus the RSS after loading torch and the model is
+   Peak RSS (``VmHWM``) minus the RSS after loading torch and the model is
    the cost of denoising; the image buffers (the decoded input and the float32
    output, 8 bytes per pixel) are listed beside it: the rest is the model's
    working memory, which tiling keeps at the size of a few tiles.
@@ -14,7 +14,6 @@
     python benchmarks/denoise_throughput.py                # about 2-3 minutes on 1 core
     python benchmarks/denoise_throughput.py --images 200 --threads 2
 
-Weights are random (speed and memory do not depend on them).
 """
 
 from __future__ import annotations
@@ -30,21 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-SMALL_DENOISER = dict(base_channels=16, depth=3, max_channels=64, convs_per_level=1)
 
+def _model():
+    """The bundled grayscale denoiser, the model ``aetool denoise`` uses by default."""
+    from aetool.denoising import bundled_model_path
+    from aetool.modelfile import load_model
 
-def _model(channels: int = 1):
-    import torch
-
-    from aetool.models import create_model, list_models
-
-    torch.manual_seed(0)
-    if "denoiser" in list_models():
-        model = create_model("denoiser", channels=channels, **SMALL_DENOISER)
-        with torch.no_grad():  # the tail starts at zero; give it weights so it does work
-            model.tail.weight.normal_(0, 0.01)
-        return model.eval(), "denoiser " + json.dumps(SMALL_DENOISER)
-    return create_model("conv", channels=channels, height=256, width=256).eval(), "conv 256x256"
+    path = bundled_model_path()
+    model = load_model(path).model.eval()
+    n = sum(p.numel() for p in model.parameters())
+    return model, f"{path.name} ({n:,} parameters)"
 
 
 def _sources() -> list[np.ndarray]:
@@ -90,6 +84,18 @@ def throughput(n: int, threads: int) -> dict[str, object]:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS in MB.
+
+    ``VmHWM`` (Linux) starts afresh at exec; ``ru_maxrss`` does not: a child
+    started by a big parent would report the parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

@@ -284,7 +284,9 @@ def train_steps(
     return plain, weighted, done
 
 
-def calibrate(arch_args: dict, recipe: Recipe, images: list[np.ndarray], device, seed: int) -> float:
+def calibrate(
+    arch_args: dict, recipe: Recipe, images: list[np.ndarray], device, seed: int
+) -> float:
     """Seconds per step, timed over 50 steps after 10 warm-up steps of a throwaway model."""
     torch.manual_seed(seed)
     model = make_model(arch_args, device)
