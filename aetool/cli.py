@@ -946,6 +946,11 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     help="Tiles per forward pass; images of up to batch-size x tile^2 pixels run whole.",
 )  # fmt: skip
 @click.option(
+    "--ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
+    help="Average over N rotations/flips of each image: N times slower, a little cleaner "
+    "(+0.15 dB PSNR at 8 with the bundled model).",
+)  # fmt: skip
+@click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )
 @click.option(
@@ -962,6 +967,7 @@ def denoise_cmd(
     tile: int,
     overlap: int,
     batch_size: int,
+    ensemble: str,
     fmt: str,
     shard: tuple[int, int] | None,
     strict: bool,
@@ -999,6 +1005,7 @@ def denoise_cmd(
     results = denoise_images(
         refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
         overlap=overlap, batch_size=batch_size, device=device, strict=strict,
+        ensemble=int(ensemble),
     )  # fmt: skip
     writer = RowWriter(fmt, sys.stdout)
     summary = DenoiseSummary()

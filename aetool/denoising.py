@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_DENOISER",
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
+    "ENSEMBLE_SIZES",
     "DenoiseResult",
     "DenoiseSummary",
     "SourceImage",
@@ -352,6 +353,7 @@ def denoise_array(
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    ensemble: int = 1,
 ) -> np.ndarray:
     """Denoise one image of any size.
 
@@ -365,6 +367,9 @@ def denoise_array(
             the whole image (each plane) when it has at most
             ``batch_size * tile**2`` pixels, the size of one batch of tiles.
         device: where to run; default the model's device.
+        ensemble: 1, 2, 4 or 8: average the model's outputs over that many
+            rotations/flips of the image (undone before averaging), N times
+            the work for a cleaner result (self-ensemble).
 
     Returns:
         float32 array of the input's shape, in [0, 1].
@@ -381,7 +386,44 @@ def denoise_array(
         raise ConfigError(f"tile size must be at least 8 pixels, not {tile}")
     if overlap < 0:
         raise ConfigError(f"tile overlap must be >= 0, not {overlap}")
+    if ensemble not in ENSEMBLE_SIZES:
+        raise ConfigError(f"ensemble must be one of 1, 2, 4, 8, not {ensemble}")
     dev = resolve_device(device) if device is not None else _model_device(model)
+    result = _denoise_one(model, x, tile, overlap, batch_size, dev)
+    if ensemble > 1:
+        for k in range(1, ensemble):
+            view = _denoise_one(model, _orient(x, k), tile, overlap, batch_size, dev)
+            result += _orient(view, k, inverse=True)
+        result /= ensemble
+    return np.ascontiguousarray(result[0] if squeeze else result)
+
+
+#: Accepted ``ensemble`` sizes (the first N of :data:`_ORIENTATIONS`).
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+#: (quarter turns, flip) of each ensemble member, in order: the first N are used.
+_ORIENTATIONS = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True),
+                 (3, False), (3, True)]  # fmt: skip
+
+
+def _orient(x: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
+    """Ensemble member ``k``'s view of a (C, H, W) array, or (``inverse``) its undoing."""
+    turns, flip = _ORIENTATIONS[k]
+    if not inverse:
+        y = np.rot90(x, turns, axes=(1, 2))
+        return np.ascontiguousarray(y[:, :, ::-1] if flip else y)
+    y = x[:, :, ::-1] if flip else x
+    return np.rot90(y, -turns, axes=(1, 2))
+
+
+def _denoise_one(
+    model: AutoEncoder,
+    x: np.ndarray,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    dev: torch.device,
+) -> np.ndarray:
+    """The tiled (or whole-image) pass of :func:`denoise_array` on a (C, H, W) array."""
     c_img, h, w = x.shape
     c_mod = _model_channels(model)
     # Stack of model inputs (G, c_mod, H, W): one per channel, or the gray plane replicated.
@@ -441,12 +483,10 @@ def denoise_array(
     np.clip(out, 0.0, 1.0, out=out)
     out = out[:, :, :h, :w]
     if c_img == c_mod:
-        result = out[0]
-    elif c_mod == 1:
-        result = out[:, 0]
-    else:
-        result = out[0].mean(axis=0, keepdims=True)
-    return np.ascontiguousarray(result[0] if squeeze else result)
+        return out[0]
+    if c_mod == 1:
+        return out[:, 0]
+    return out[0].mean(axis=0, keepdims=True)
 
 
 def _model_device(model: AutoEncoder) -> torch.device:
@@ -638,6 +678,7 @@ def denoise_images(
     device: str | torch.device = "auto",
     strict: bool = False,
     workers: int | None = None,
+    ensemble: int = 1,
 ) -> Iterator[DenoiseResult]:
     """Denoise images and write each to ``out_dir`` at its relative path, same format and mode.
 
@@ -663,6 +704,8 @@ def denoise_images(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         strict: raise on the first image that cannot be read or written.
         workers: decoding/encoding threads (default: CPU count, at most 4).
+        ensemble: average over 1, 2, 4 or 8 rotations/flips of each image
+            (see :func:`denoise_array`).
 
     Raises:
         OutputError: unsafe output folder.
@@ -681,6 +724,8 @@ def denoise_images(
         raise ConfigError(f"--tile must be at least 8 pixels, not {tile}")
     if not 0 <= overlap < tile:
         raise ConfigError(f"--overlap must be in [0, tile), not {overlap}")
+    if ensemble not in ENSEMBLE_SIZES:
+        raise ConfigError(f"--ensemble must be one of 1, 2, 4, 8, not {ensemble}")
     ref_dir = Path(reference) if reference is not None else None
     if ref_dir is not None and not ref_dir.is_dir():
         raise ImageError(f"reference folder {ref_dir} does not exist")
@@ -689,7 +734,7 @@ def denoise_images(
     n_workers = workers or max(1, min(4, os.cpu_count() or 1))
     return _pipeline(
         refs, Path(out_dir), net, dev, overwrite, ref_dir, tile, overlap, batch_size, strict,
-        n_workers,
+        n_workers, ensemble,
     )  # fmt: skip
 
 
@@ -705,6 +750,7 @@ def _pipeline(
     batch_size: int,
     strict: bool,
     workers: int,
+    ensemble: int,
 ) -> Iterator[DenoiseResult]:
     import time
 
@@ -792,7 +838,7 @@ def _pipeline(
                     t0 = time.perf_counter()
                     den = denoise_array(
                         net, src.pixels, tile=tile, overlap=overlap, batch_size=batch_size,
-                        device=dev,
+                        device=dev, ensemble=ensemble,
                     )  # fmt: skip
                     res = DenoiseResult(
                         ref, dst, "written", sigma_est=estimate_sigma(src.pixels),

@@ -23,7 +23,7 @@ from aetool.denoising import (
     read_image,
     ssim,
 )
-from aetool.errors import ImageError, ModelFileError, OutputError
+from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
 from aetool.images import find_images
 from aetool.modelfile import load_model, save_model
 from aetool.models import AutoEncoder, create_model
@@ -196,6 +196,34 @@ def test_images_within_one_batch_of_tiles_run_whole(monkeypatch: pytest.MonkeyPa
     shapes.clear()
     denoise_array(model, x, tile=64, overlap=16, batch_size=8)
     assert shapes == [(3, 1, 90, 100)]
+
+
+def test_ensemble_averages_the_model_over_rotations_and_flips() -> None:
+    torch.manual_seed(0)
+    model = TinyConv(channels=1).eval()  # random weights: not rotation invariant
+    x = np.random.default_rng(5).random((1, 30, 41), dtype=np.float32)  # not square
+
+    def run(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+
+    views = []  # every rotation (k quarter turns), each also mirrored left-right
+    for k in range(4):
+        for flip in (False, True):
+            a = np.rot90(x, k, axes=(1, 2))
+            a = a[:, :, ::-1] if flip else a
+            out = run(a)
+            out = out[:, :, ::-1] if flip else out
+            views.append(np.rot90(out, -k, axes=(1, 2)))
+    np.testing.assert_allclose(denoise_array(model, x, ensemble=8), np.mean(views, 0), atol=1e-6)
+    single = denoise_array(model, x)
+    np.testing.assert_allclose(single, run(x), atol=1e-6)
+    assert np.abs(denoise_array(model, x, ensemble=2) - single).max() > 1e-3  # really averaged
+    for n in (2, 4):
+        out = denoise_array(model, x, ensemble=n)
+        assert out.shape == x.shape and out.dtype == np.float32
+    with pytest.raises(ConfigError, match="ensemble must be one of 1, 2, 4, 8"):
+        denoise_array(model, x, ensemble=3)
 
 
 def test_gray_model_denoises_each_rgb_channel() -> None:
