@@ -363,13 +363,15 @@ def denoise_array(
         tile: tile side for fully convolutional models (fixed-size models use
             their training size).
         overlap: overlap between neighbouring tiles, in pixels (at most half a tile).
-        batch_size: tiles per forward pass. A fully convolutional model runs on
-            the whole image (each plane) when it has at most
-            ``batch_size * tile**2`` pixels, the size of one batch of tiles.
+        batch_size: tiles per forward pass; for fully convolutional models it
+            sets a pixel budget per pass, ``batch_size * tile**2``: an image (each
+            plane) that fits runs whole, and narrow edge tiles pack more per pass.
         device: where to run; default the model's device.
         ensemble: 1, 2, 4 or 8: average the model's outputs over that many
             rotations/flips of the image (undone before averaging), N times
-            the work for a cleaner result (self-ensemble).
+            the work and two more image-sized buffers. It helps models trained
+            on flipped/rotated patches (the bundled denoiser and ``--patch-size``
+            training); a model that never saw rotated images may get worse.
 
     Returns:
         float32 array of the input's shape, in [0, 1].

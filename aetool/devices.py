@@ -20,7 +20,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         ConfigError: the spec is unknown or names a CUDA device that is absent.
     """
     if isinstance(spec, torch.device):
-        return _indexed(spec)
+        spec = str(spec)  # validated like the string: a CUDA device must be present
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return _indexed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -41,9 +41,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 
 def _indexed(dev: torch.device) -> torch.device:
-    """``cuda`` -> ``cuda:N`` (the current device), so devices compare equal to tensors'."""
+    """``cuda`` -> ``cuda:N`` (the current device), so devices compare equal to tensors'.
+
+    Before CUDA is initialised the current device is 0; asking
+    ``current_device()`` then would create a context on GPU 0 in every
+    process (torchrun ranks call this before picking their own GPU).
+    """
     if dev.type == "cuda" and dev.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
+        index = torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+        return torch.device("cuda", index)
     return dev
 
 

@@ -109,6 +109,7 @@ class Recipe:
     scale_aug: float = 0.0
     grad_clip: float = 1.0
     stop_at: int | None = None  # stop after this many steps of the ``steps``-long schedule
+    stopped_by_deadline: bool = False  # --time-budget's deadline set stop_at
 
 
 def to_gray(x: np.ndarray) -> np.ndarray:
@@ -327,7 +328,10 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUT)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help=f"length of the learning-rate schedule (default {BUNDLED_STEPS})",
+    )  # fmt: skip
     parser.add_argument(
         "--time-budget", type=float, default=None, metavar="S",
         help="choose --steps so training takes about S seconds (timed on this machine)",
@@ -336,7 +340,7 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=Recipe.patch_size)
     parser.add_argument(
         "--stop-at", type=int, default=None, metavar="M",
-        help=f"stop after M steps (default: {BUNDLED_STOP_AT} with the default --steps, else none)",
+        help=f"stop after M steps (default: {BUNDLED_STOP_AT} when --steps is not given, else none)",
     )  # fmt: skip
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument(
@@ -377,14 +381,21 @@ def main() -> None:
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if args.time_budget is not None and (args.steps is not None or args.stop_at is not None):
+        parser.error(
+            "--time-budget chooses --steps (and where to stop) itself; give one or the other"
+        )
+    steps = BUNDLED_STEPS if args.steps is None else args.steps
     stop_at = args.stop_at
-    if stop_at is None and args.steps == BUNDLED_STEPS and args.time_budget is None:
+    if stop_at is None and args.steps is None and args.time_budget is None:
         stop_at = BUNDLED_STOP_AT
-    if stop_at is not None and not 0 < stop_at <= args.steps:
-        parser.error(f"--stop-at must be in 1..{args.steps}")
+    if steps < 1:
+        parser.error("--steps must be at least 1")
+    if stop_at is not None and not 0 < stop_at <= steps:
+        parser.error(f"--stop-at must be in 1..{steps}")
     recipe = Recipe(
-        steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
-        warmup=args.warmup if args.warmup is not None else min(1000, args.steps // 10),
+        steps=steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
+        warmup=args.warmup if args.warmup is not None else min(1000, steps // 10),
         weight_power=args.weight_power, clip_prob=args.clip_prob, scale_aug=args.scale_aug,
         stop_at=stop_at,
     )  # fmt: skip
@@ -414,6 +425,7 @@ def main() -> None:
     plain, weighted, done = train_steps(model, recipe, sampler, planned, args.log_every, deadline)
     if done < planned:  # the time budget's deadline: record where it stopped, to rerun exactly
         recipe.stop_at = done
+        recipe.stopped_by_deadline = True
     seconds = time.perf_counter() - t0
     val = validation_psnr(model, val_images, device)
     print(f"validation PSNR (cell, hubble_deep_field crop): {val}", flush=True)

@@ -31,7 +31,7 @@ def test_auto_and_cpu_resolve_to_the_cpu_without_a_gpu(no_cuda: None) -> None:
     assert resolve_device(None) == torch.device("cpu")
     assert resolve_device(" CPU ") == torch.device("cpu")
     dev = torch.device("cpu")
-    assert resolve_device(dev) is dev
+    assert resolve_device(dev) == dev
     assert autocast_dtype(dev) is None  # no mixed precision on the CPU
 
 
@@ -57,9 +57,19 @@ def test_bare_cuda_resolves_to_an_indexed_device(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     for spec in ("cuda", "auto", torch.device("cuda")):
         assert resolve_device(spec) == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    # Not initialised yet: index 0 without initialising CUDA (no context on GPU 0 per rank).
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: pytest.fail("initialised CUDA"))
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+
+
+def test_a_torch_device_is_validated_like_its_name(no_cuda: None) -> None:
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device(torch.device("cuda"))
 
 
 @pytest.mark.parametrize("spec", ["gpu", "mps0", "cuda0", "tpu", "0"])
