@@ -1047,8 +1047,9 @@ def denoise_cmd(
         table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
     if summary.errors or missing:
         table.add_row("errors", f"{summary.errors + len(missing)} unreadable or unwritable")
-    table.add_row("noise (sigma_est)", f"mean {_fmt(summary.mean('sigma_est'), '.4f')} "
-                  f"(x255: {_fmt((summary.mean('sigma_est') or 0) * 255, '.1f')})")  # fmt: skip
+    sigma = summary.mean("sigma_est")
+    if sigma is not None:
+        table.add_row("noise (sigma_est)", f"mean {sigma:.4f} (x255: {sigma * 255:.1f})")
     if reference is not None:
         table.add_row("PSNR (dB)", f"{_fmt(summary.mean('psnr_in'), '.2f')} -> "
                       f"{_fmt(summary.mean('psnr_out'), '.2f')} (mean over "
@@ -1058,7 +1059,10 @@ def denoise_cmd(
         if summary.missing_reference:
             table.add_row("no reference", f"{summary.missing_reference} image(s)")
     rate = summary.written / seconds if seconds > 0 else 0.0
-    table.add_row("time", f"{seconds:.1f} s, {rate:,.1f} images/s on {resolve_device(device)}")
+    extra = f", ensemble {ensemble}" if ensemble != "1" else ""
+    table.add_row(
+        "time", f"{seconds:.1f} s, {rate:,.1f} images/s on {resolve_device(device)}{extra}"
+    )
     console.print(table)
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
