@@ -951,6 +951,13 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     "for models trained on rotated patches (+0.15 dB PSNR at 8 with the bundled model).",
 )  # fmt: skip
 @click.option(
+    "--color", type=click.Choice(["opponent", "channels"]), default="opponent",
+    show_default=True,
+    help="How a grayscale model treats colour images: in an opponent colour space "
+    "(luminance + 2 colour differences; cleaner on photos) or R, G, B one by one "
+    "(for unrelated channels such as fluorescence stains).",
+)  # fmt: skip
+@click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )
 @click.option(
@@ -968,6 +975,7 @@ def denoise_cmd(
     overlap: int,
     batch_size: int,
     ensemble: str,
+    color: str,
     fmt: str,
     shard: tuple[int, int] | None,
     strict: bool,
@@ -1005,7 +1013,7 @@ def denoise_cmd(
     results = denoise_images(
         refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
         overlap=overlap, batch_size=batch_size, device=device, strict=strict,
-        ensemble=int(ensemble),
+        ensemble=int(ensemble), color=color,
     )  # fmt: skip
     writer = RowWriter(fmt, sys.stdout)
     summary = DenoiseSummary()

@@ -60,7 +60,8 @@ def test_denoise_writes_mirrored_tree_and_streams_rows(
     tmp_path: Path, folder: Path, halving_model: Path
 ) -> None:
     out = tmp_path / "out"
-    res = _run("denoise", str(folder), str(out), "--model", str(halving_model), "--device", "cpu")
+    res = _run("denoise", str(folder), str(out), "--model", str(halving_model), "--device", "cpu",
+               "--color", "channels")  # fmt: skip
     assert res.exit_code == 0, res.output
     rows = _rows(res.stdout)
     assert list(rows[0]) == ["src", "dst", "sigma_est", "status", "error"]

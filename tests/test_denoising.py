@@ -226,14 +226,45 @@ def test_ensemble_averages_the_model_over_rotations_and_flips() -> None:
         denoise_array(model, x, ensemble=3)
 
 
-def test_gray_model_denoises_each_rgb_channel() -> None:
+def test_gray_model_denoises_each_rgb_channel_with_color_channels() -> None:
     torch.manual_seed(0)
     model = TinyConv(channels=1).eval()
     x = np.random.default_rng(1).random((3, 40, 50), dtype=np.float32)
-    out = denoise_array(model, x)
+    out = denoise_array(model, x, color="channels")
     assert out.shape == x.shape
     for c in range(3):
         np.testing.assert_allclose(out[c], denoise_array(model, x[c : c + 1])[0], atol=1e-6)
+    with pytest.raises(ConfigError, match="color must be one of opponent, channels"):
+        denoise_array(model, x, color="rgb")
+
+
+def test_gray_model_on_rgb_works_in_an_opponent_colour_space() -> None:
+    from aetool.denoising import _from_opponent, _to_opponent
+
+    torch.manual_seed(0)
+    model = TinyConv(channels=1).eval()
+    x = np.random.default_rng(1).random((3, 40, 50), dtype=np.float32)
+    z = _to_opponent(x)
+    # luminance and two colour differences, each in [0, 1] for any RGB in [0, 1]
+    np.testing.assert_allclose(z[0], x.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(z[1], (x[0] - x[2]) / 2 + 0.5, atol=1e-6)
+    np.testing.assert_allclose(z[2], (x[0] - 2 * x[1] + x[2]) / 4 + 0.5, atol=1e-6)
+    corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, 8, 1).astype(np.float32)
+    zc = _to_opponent(corners)
+    assert zc.min() >= 0 and zc.max() <= 1
+    np.testing.assert_allclose(_from_opponent(z), x, atol=1e-6)
+    # Independent equal noise in R, G, B stays independent: the rows are orthogonal.
+    noise = np.random.default_rng(2).normal(0, 0.1, (3, 200, 200)).astype(np.float32)
+    cov = np.cov((_to_opponent(noise) - _to_opponent(np.zeros_like(noise))).reshape(3, -1))
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 2e-4
+    # The model runs on the opponent planes, and the result comes back in RGB.
+    with torch.no_grad():
+        planes = model(torch.from_numpy(z)[:, None])[:, 0].numpy()
+    expected = np.clip(_from_opponent(planes), 0, 1)
+    np.testing.assert_allclose(denoise_array(model, x), expected, atol=1e-5)
+    assert np.abs(denoise_array(model, x) - denoise_array(model, x, color="channels")).max() > 0.01
+    # an identity model gives the input back
+    np.testing.assert_allclose(denoise_array(identity(), x), x, atol=1e-6)
 
 
 def test_rgb_model_on_gray_image_replicates_and_averages() -> None:
@@ -332,7 +363,8 @@ def test_rgba_alpha_untouched_and_jpeg_quality(tmp_path: Path) -> None:
     with torch.no_grad():
         model.scale.fill_(0.5)
     results = {r.ref.relpath: r for r in denoise_images([tmp_path / "in"], tmp_path / "out",
-                                                         model.eval(), device="cpu")}  # fmt: skip
+                                                         model.eval(), device="cpu",
+                                                         color="channels")}  # fmt: skip
     out = np.asarray(Image.open(results["a.png"].dst))
     np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
     assert np.abs(out[..., :3].astype(int) - np.round(rgba[..., :3] / 2)).max() <= 1
