@@ -7,8 +7,9 @@ order, so memory stays flat whatever the image count.
 
 Sizes. Fully convolutional models run on the whole image when it has no more
 pixels than one batch of tiles (``batch_size * tile**2``: 8 tiles of 256 px by
-default, so up to 724x724), else on overlapping ``tile`` x ``tile`` tiles. Fixed-size models (``conv``, ``dense``) always run on tiles of
-their training size. Tiles overlap by ``overlap`` pixels (at most half a tile)
+default, so up to 724x724), else on overlapping ``tile`` x ``tile`` tiles.
+Fixed-size models (``conv``, ``dense``) always run on tiles of their training
+size. Tiles overlap by ``overlap`` pixels (at most half a tile)
 and are blended with a separable window that is zero for the outer quarter of
 the overlap (where zero padding makes a tile's output unreliable) and rises
 smoothly (raised cosine) to one; each pixel is the weighted mean of the tiles
