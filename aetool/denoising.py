@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from aetool.devices import resolve_device
+from aetool.devices import fast_layout, resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
 from aetool.images import ImageRef, decode_image, find_images
 from aetool.modelfile import UMASK, LoadedModel, atomic_path, load_model
@@ -378,7 +378,10 @@ def denoise_array(
         batch_size: tiles per forward pass; for fully convolutional models it
             sets a pixel budget per pass, ``batch_size * tile**2``: an image (each
             plane) that fits runs whole, and narrow edge tiles pack more per pass.
-        device: where to run; default the model's device.
+        device: where to run; default the model's device. On the CPU a
+            convolutional model's weights are switched to the faster
+            channels-last layout in place (:func:`~aetool.devices.fast_layout`;
+            values are unchanged).
         ensemble: 1, 2, 4 or 8: average the model's outputs over that many
             rotations/flips of the image (undone before averaging), N times
             the work and two more image-sized buffers. It helps models trained
@@ -408,6 +411,7 @@ def denoise_array(
     if color not in COLOR_MODES:
         raise ConfigError(f"color must be one of {', '.join(COLOR_MODES)}, not {color!r}")
     dev = resolve_device(device) if device is not None else _model_device(model)
+    fast_layout(model, _model_device(model))
     opponent = color == "opponent" and x.shape[0] == 3 and _model_channels(model) == 1
     if opponent:
         x = _to_opponent(x)

@@ -6,7 +6,7 @@ import torch
 
 from aetool.errors import ConfigError
 
-__all__ = ["autocast_dtype", "resolve_device"]
+__all__ = ["autocast_dtype", "fast_layout", "resolve_device"]
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -58,3 +58,21 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def fast_layout(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """Store a convolutional model's 4-D weights channels-last when it runs on the CPU.
+
+    oneDNN's CPU convolutions work in channels-last layout; with the weights
+    stored that way they skip a layout conversion per layer, which makes
+    convolutional models 1.2-1.8x faster to run and train on the CPU
+    (``benchmarks/cpu_layout.py``). Only the memory layout changes: values,
+    shapes, ``state_dict`` keys and saved files are the same, and inputs may
+    stay in the usual layout. Other devices and models without convolutions
+    are left alone. Converts ``model`` in place and returns it.
+    """
+    dev = torch.device(device) if isinstance(device, str) else device
+    conv = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    if dev.type == "cpu" and any(isinstance(m, conv) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model

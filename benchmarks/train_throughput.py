@@ -7,9 +7,11 @@ folder, then measures per-epoch images/s for the epochs after the first:
 * aetool:   load_images (decode once into the uint8 cache) + the training loop
             (batch gather + float conversion + forward + backward + Adam step);
 * raw:      the same model, batch size and optimizer on a float tensor already
-            in memory, shuffled each epoch (the ceiling);
+            in memory, shuffled each epoch (the ceiling), with the weights in the
+            channels-last layout aetool trains in on the CPU;
 * tutorial: torchvision ImageFolder + Grayscale + ToTensor per sample and a
-            DataLoader with default workers (0), same model.
+            DataLoader with default workers (0), same model in torch's default
+            layout (as a hand-written loop has it).
 
 Run: python benchmarks/train_throughput.py [--images 10000] [--epochs 4] [--threads 2]
 """
@@ -67,7 +69,10 @@ class Raw:
     """The ceiling: same model and batch size on a float tensor already in memory."""
 
     def __init__(self, n: int, batch: int) -> None:
+        from aetool.devices import fast_layout
+
         self.model, self.opt = _conv()
+        fast_layout(self.model, "cpu")  # the layout aetool trains in on the CPU
         self.data, self.batch, self.n = torch.rand(n, 1, 28, 28), batch, n
 
     def epoch(self) -> float:

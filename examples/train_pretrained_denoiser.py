@@ -274,8 +274,9 @@ def train_steps(
             weighted.append(w)
             acc.zero_()
         if log_every and (done % log_every == 0 or done == steps):
+            mse = f"{plain[-1]:.2e}" if plain else "-"  # a mean per STEPS_PER_EPOCH steps
             print(
-                f"  step {done}/{steps}  mse {plain[-1] if plain else float('nan'):.2e}  "
+                f"  step {done}/{steps}  mse {mse}  "
                 f"lr {sched.get_last_lr()[0]:.1e}  {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )

@@ -158,6 +158,19 @@ def test_tiled_equals_whole_for_fully_convolutional_model() -> None:
     assert np.abs(tiled - whole).max() < 1e-3
 
 
+def test_cpu_denoising_switches_the_model_to_channels_last_same_result() -> None:
+    torch.manual_seed(0)
+    model = TinyConv().eval()
+    x = np.random.default_rng(1).random((1, 64, 80), dtype=np.float32)
+    with torch.no_grad():
+        plain = model(torch.from_numpy(x)[None])[0].clamp(0, 1).numpy()
+    assert model.net[2].weight.is_contiguous()
+    out = denoise_array(model, x)
+    assert not model.net[2].weight.is_contiguous()
+    assert model.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(out, plain, atol=1e-5)
+
+
 def test_tiled_unet_has_no_seams() -> None:
     torch.manual_seed(0)
     model = create_model("denoiser", base_channels=8, depth=2, max_channels=16).eval()

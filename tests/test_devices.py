@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import aetool.training as training
-from aetool.devices import autocast_dtype, resolve_device
+from aetool.devices import autocast_dtype, fast_layout, resolve_device
 from aetool.errors import ConfigError
 from aetool.images import load_images
 from aetool.modelfile import load_model
@@ -92,6 +92,84 @@ def test_compiled_training_on_cpu_matches_eager_closely(blob_folder: Path) -> No
     ]
     eager, compiled = (r.history[-1].train_loss for r in runs)
     assert math.isfinite(compiled) and abs(compiled - eager) < 0.05 * eager
+
+
+def _channels_last(model: torch.nn.Module) -> bool:
+    """Every conv weight is stored channels-last, and (so the check can fail) some are not
+    also plain-contiguous, as weights with one input and one output channel are."""
+    convs = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    weights = [m.weight for m in convs]
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in weights) and any(
+        not w.is_contiguous() for w in weights
+    )
+
+
+def _plain(model: torch.nn.Module) -> bool:
+    return all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "shape"),
+    [
+        ("conv", {"channels": 1, "height": 28, "width": 28, "latent_dim": 8}, (5, 1, 28, 28)),
+        ("denoiser", {"channels": 3, "height": 32, "width": 32}, (2, 3, 40, 56)),
+    ],
+)
+def test_fast_layout_changes_the_cpu_layout_not_the_values(arch, kwargs, shape) -> None:
+    torch.manual_seed(0)
+    plain = create_model(arch, **kwargs).eval()
+    fast = create_model(arch, **kwargs).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert fast_layout(fast, "cpu") is fast
+    assert _channels_last(fast)
+    assert _plain(plain)
+    x = torch.rand(shape)
+    with torch.no_grad():
+        a, b = plain(x), fast(x)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    for k, v in plain.state_dict().items():  # same keys and values, as saved
+        assert torch.equal(fast.state_dict()[k].contiguous(), v)
+
+
+def test_fast_layout_leaves_dense_models_and_other_devices_alone() -> None:
+    dense = create_model("dense", channels=1, height=8, width=8, latent_dim=2)
+    before = {k: v.stride() for k, v in dense.state_dict().items()}
+    fast_layout(dense, "cpu")
+    assert {k: v.stride() for k, v in dense.state_dict().items()} == before
+    conv = create_model("conv", channels=1, height=28, width=28, latent_dim=8)
+    fast_layout(conv, torch.device("cuda", 0))  # not run there: only the device type counts
+    assert _plain(conv)
+
+
+def test_cpu_model_files_load_channels_last_and_save_unchanged(tmp_path: Path) -> None:
+    from aetool.modelfile import save_model
+
+    torch.manual_seed(0)
+    model = create_model("conv", channels=1, height=28, width=28, latent_dim=8)
+    first = save_model(tmp_path / "a.safetensors", model, {"note": "x"})
+    loaded = load_model(first).model
+    assert _channels_last(loaded)
+    second = save_model(tmp_path / "b.safetensors", loaded, {"note": "x"})
+    from safetensors.torch import load_file
+
+    a, b = load_file(first), load_file(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpu_training_in_channels_last_tracks_the_plain_layout(
+    blob_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = load_images([blob_folder])
+    cfg = TrainConfig(epochs=3, device="cpu", seed=3)
+    fast = train(images, ModelConfig(latent_dim=4), cfg)
+    monkeypatch.setattr(training, "fast_layout", lambda model, device: model)
+    plain = train(images, ModelConfig(latent_dim=4), cfg)
+    assert _channels_last(fast.model)
+    assert _plain(plain.model)
+    for f, p in zip(fast.history, plain.history, strict=True):
+        assert f.train_loss == pytest.approx(p.train_loss, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Train candidate bundled denoisers side by side on one GPU, then run the GPU tests.
+#
+# For a short loan of a GPU machine (one command, under 10 minutes). Each candidate is
+# `examples/train_pretrained_denoiser.py --time-budget $BUDGET` with one architecture;
+# all run at once, so each gets a share of the GPU. The model files (with their
+# validation PSNR in the metadata) and the logs land in $OUT. Choose among them by the
+# recorded validation PSNR only, then measure the chosen one on the test pictures here
+# on the CPU (`python benchmarks/denoise_psnr.py --model FILE`), never choosing on those.
+#
+# The candidates' CPU speed on one 512x512 picture, one thread, channels-last weights
+# (BM3D: 11.6 s; the 10x target allows ~1.16 s):
+#   E  24/3/128, 2 convs, 4 bottleneck (the bundled arch, 1.15M params)  0.31 s
+#   B  24/4/128, 2 convs, 3 bottleneck (1.66M params, 3.3 MB)            0.32 s
+#   G  32/3/192, 2 convs, 4 bottleneck (2.36M params, 4.7 MB)            0.48 s
+#   H  32/4/192, 2 convs, 4 bottleneck (3.84M params, 7.7 MB)            0.45 s
+#
+# The device machine may lack scikit-image pictures: write them here first and carry
+# the file along:
+#   python examples/train_pretrained_denoiser.py --save-pictures .devdata/pictures.npz
+#   (device) OUT=... bash examples/gpu_denoiser_candidates.sh      # carry .devdata
+#
+# Environment: PY (python3), DEV (cuda), BUDGET (seconds per run, 400), CANDIDATES
+# ("B G H"), PICTURES (.devdata/pictures.npz), OUT (/tmp/denoiser-candidates),
+# TEST_TIMEOUT (90; 0 skips the GPU tests).
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+DEV=${DEV:-cuda}
+BUDGET=${BUDGET:-400}
+OUT=${OUT:-/tmp/denoiser-candidates}
+PICTURES=${PICTURES:-.devdata/pictures.npz}
+mkdir -p "$OUT"
+T0=$(date +%s)
+el() { echo "[$(($(date +%s) - T0)) s] $*"; }
+
+arch() {
+  case "$1" in
+    E) echo "--base-channels 24 --depth 3 --max-channels 128 --convs-per-level 2 --bottleneck-convs 4" ;;
+    B) echo "--base-channels 24 --depth 4 --max-channels 128 --convs-per-level 2 --bottleneck-convs 3" ;;
+    G) echo "--base-channels 32 --depth 3 --max-channels 192 --convs-per-level 2 --bottleneck-convs 4" ;;
+    H) echo "--base-channels 32 --depth 4 --max-channels 192 --convs-per-level 2 --bottleneck-convs 4" ;;
+    *) echo "unknown candidate $1" >&2; return 1 ;;
+  esac
+}
+
+el "start on $(hostname)"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1
+pics=()
+[ -f "$PICTURES" ] && pics=(--pictures "$PICTURES")
+pids=()
+for c in ${CANDIDATES:-B G H}; do
+  args=$(arch "$c") || exit 2
+  # shellcheck disable=SC2086
+  $PY examples/train_pretrained_denoiser.py --device "$DEV" "${pics[@]}" --time-budget "$BUDGET" \
+    --log-every 2000 --overwrite -o "$OUT/cand$c.safetensors" $args >"$OUT/cand$c.log" 2>&1 &
+  pids+=($!)
+done
+el "started ${CANDIDATES:-B G H}"
+wait "${pids[@]}"
+el "trainings done"
+grep -H "validation PSNR\|wrote\|Error" "$OUT"/cand*.log
+if [ "${TEST_TIMEOUT:-90}" != 0 ]; then
+  timeout "${TEST_TIMEOUT:-90}" $PY -m pytest -q -p no:cacheprovider -m gpu -rs tests >"$OUT/gpu_tests.log" 2>&1
+  el "pytest -m gpu exit $?"
+  tail -3 "$OUT/gpu_tests.log"
+fi
+el "end"
