@@ -58,6 +58,7 @@ class UNetDenoiser(AutoEncoder):
 
     fully_convolutional = True
     has_vector_latent = False
+    channels_last_ok = True
 
     def __init__(
         self,

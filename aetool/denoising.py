@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from aetool.devices import fast_layout, resolve_device
+from aetool.devices import fast_layout, place, resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
 from aetool.images import ImageRef, decode_image, find_images
 from aetool.modelfile import UMASK, LoadedModel, atomic_path, load_model
@@ -378,10 +378,11 @@ def denoise_array(
         batch_size: tiles per forward pass; for fully convolutional models it
             sets a pixel budget per pass, ``batch_size * tile**2``: an image (each
             plane) that fits runs whole, and narrow edge tiles pack more per pass.
-        device: where to run; default the model's device. On the CPU a
-            convolutional model's weights are switched to the faster
-            channels-last layout in place (:func:`~aetool.devices.fast_layout`;
-            values are unchanged).
+        device: where to run; default the model's device. The model's
+            weights are laid out in place the fastest way for the device it is
+            on (channels-last on the CPU, for aetool's ``conv`` and
+            ``denoiser``: :func:`~aetool.devices.fast_layout`); values are
+            unchanged and the model stays trainable.
         ensemble: 1, 2, 4 or 8: average the model's outputs over that many
             rotations/flips of the image (undone before averaging), N times
             the work and two more image-sized buffers. It helps models trained
@@ -690,8 +691,8 @@ def _as_model(model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None, 
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, device=device).model
     if isinstance(model, LoadedModel):
-        return model.model.to(device)
-    return model.to(device)
+        return place(model.model, device)
+    return place(model, device)
 
 
 def _reference_for(ref_dir: Path, relpath: str, src: SourceImage) -> np.ndarray:

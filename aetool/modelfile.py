@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from aetool.devices import fast_layout
+from aetool.devices import place
 from aetool.errors import ModelFileError
 from aetool.models import AutoEncoder, create_model
 
@@ -155,8 +155,8 @@ def _parse_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model from its file: architecture from the metadata, then the weights.
 
-    On the CPU a convolutional model's weights are stored channels-last
-    (:func:`~aetool.devices.fast_layout`), the faster layout there.
+    The weights are laid out the fastest way for ``device`` (channels-last on
+    the CPU for aetool's convolutional models: :func:`~aetool.devices.fast_layout`).
 
     Raises:
         ModelFileError: missing file, not an aetool model, newer format, or
@@ -186,6 +186,5 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise ModelFileError(
             f"{path}: the tensors do not match the {meta['arch']!r} architecture ({detail[:300]})"
         ) from None
-    model.to(device).eval()
-    fast_layout(model, torch.device(device))
+    place(model, device).eval()
     return LoadedModel(model=model, metadata=meta, path=path, extra=extra)

@@ -54,6 +54,10 @@ class AutoEncoder(nn.Module):
     fully_convolutional: bool = False
     #: True when ``encode`` returns one vector per image (usable by export/latent-map).
     has_vector_latent: bool = True
+    #: True when ``forward`` works on channels-last tensors (no ``.view`` of a conv
+    #: output, 4-D tensors only): the model then runs channels-last on the CPU
+    #: (:func:`aetool.devices.fast_layout`). Off unless an architecture declares it.
+    channels_last_ok: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,6 +210,8 @@ class ConvAutoEncoder(AutoEncoder):
     ``base_channels`` up to 256. The decoder mirrors it with transposed
     convolutions whose output padding restores odd sizes exactly.
     """
+
+    channels_last_ok = True  # flatten/unflatten only; Linear outputs are viewed
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aetool.devices import resolve_device
+from aetool.devices import place, resolve_device
 from aetool.errors import ImageError
 from aetool.images import ImageRef
 from aetool.latents import encode_latents, folder_labels, prepare_for_model
@@ -34,7 +34,7 @@ def _decode_for(model: LoadedModel, path: str) -> np.ndarray:
 
 @torch.no_grad()
 def _reconstruct(model: LoadedModel, x: np.ndarray, device: torch.device) -> np.ndarray:
-    net = model.model.to(device).eval()
+    net = place(model.model, device).eval()
     return net(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
 

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from aetool.devices import resolve_device
+from aetool.devices import place, resolve_device
 from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
 from aetool.images import ImageRef, decode_image, find_images, iter_batches, prepare_image
 from aetool.modelfile import LoadedModel, atomic_path, load_model
@@ -563,7 +563,7 @@ class ScoreRun:
         else:
             chunks = _decode_native(self.refs, channels, alpha, self.batch_size)
         model = self.model.model
-        model.to(self.device).eval()
+        place(model, self.device).eval()
         for chunk in chunks:
             ok = [d for d in chunk if d.data is not None]
             scores: dict[ImageRef, tuple[float, np.ndarray]] = {}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aetool import __version__
-from aetool.devices import autocast_dtype, fast_layout, resolve_device
+from aetool.devices import autocast_dtype, place, resolve_device
 from aetool.distributed import DistContext, EncodeDecode, shard_batch, state_checksum, wrap
 from aetool.distributed import setup as setup_distributed
 from aetool.errors import ConfigError, TrainingError
@@ -399,7 +399,7 @@ def train(
         raise ConfigError(
             f"--sparsity and --contractive need a model with a vector latent, not {mcfg.arch!r}"
         )
-    fast_layout(model.to(device), device)
+    place(model, device)
     # The penalties need the latent: one forward returning (z, recon) keeps DDP's hooks in play.
     net = wrap(EncodeDecode(model) if (sparsity or cfg.contractive) else model, ddp)
     if cfg.compile:

@@ -18,8 +18,14 @@ Cases: a forward pass (inference, ``torch.inference_mode``) and a training step
 * ``denoiser`` at its registry defaults on 8 RGB tiles of 256x256 (inference)
   and 32 patches of 64x64 (``aetool train --arch denoiser --patch-size 64``).
 
-    python benchmarks/cpu_layout.py                 # one thread, about 1-2 minutes
+    python benchmarks/cpu_layout.py                 # one thread, about a minute
     python benchmarks/cpu_layout.py --threads 2
+    python benchmarks/cpu_layout.py --archs         # also: candidate denoiser sizes
+
+``--archs`` adds a second table: the forward pass on one 512x512 picture of
+the candidate U-Nets of ``examples/gpu_denoiser_candidates.sh``, channels-last,
+as a ratio to the bundled architecture (E), whose time ``aetool denoise`` has
+in ``benchmarks/denoise_psnr.py`` beside BM3D's.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ CASES = [
     ("conv 64x64 RGB", "conv", {"channels": 3, "height": 64, "width": 64, "latent_dim": 32},
      (64, 3, 64, 64), (64, 3, 64, 64)),
     ("denoiser, bundled architecture", "denoiser", BUNDLED, (1, 1, 512, 512), (32, 1, 128, 128)),
-    ("denoiser, defaults, RGB", "denoiser", {"channels": 3, "height": 64, "width": 64},
+    ("denoiser, registry defaults, RGB", "denoiser", {"channels": 3, "height": 64, "width": 64},
      (8, 3, 256, 256), (32, 3, 64, 64)),
 ]  # fmt: skip
 
@@ -91,10 +97,38 @@ def compare(arch: str, kwargs: dict, shape: tuple[int, ...], train: bool, repeat
     return statistics.median(runs[0]), statistics.median(runs[1])
 
 
+#: Candidate bundled denoisers (``examples/gpu_denoiser_candidates.sh``): name -> arch args.
+CANDIDATES = {
+    "E (bundled)": BUNDLED,
+    "B 24/4/128": {**BUNDLED, "depth": 4, "bottleneck_convs": 3},
+    "G 32/3/192": {**BUNDLED, "base_channels": 32, "max_channels": 192},
+    "H 32/4/192": {**BUNDLED, "base_channels": 32, "depth": 4, "max_channels": 192},
+}
+
+
+def candidates(repeats: int) -> None:
+    """Forward seconds on one 512x512 picture, channels-last, and the ratio to E."""
+    x = torch.rand(1, 1, 512, 512)
+    print("\n| denoiser (base/depth/max) | parameters | float16 file | s / 512x512 | vs E |")
+    print("|---|---:|---:|---:|---:|")
+    base = None
+    for name, kwargs in CANDIDATES.items():
+        torch.manual_seed(0)
+        model = create_model("denoiser", **kwargs).eval().to(memory_format=torch.channels_last)
+        n = sum(p.numel() for p in model.parameters())
+        with torch.inference_mode():
+            model(x)
+            sec = statistics.median(timed(lambda m=model: m(x)) for _ in range(repeats))
+        base = base or sec
+        print(f"| {name} | {n / 1e6:.2f}M | {2 * n / 1e6:.1f} MB | {sec:.3f} | {sec / base:.2f}x |",
+              flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--archs", action="store_true", help="also time candidate denoisers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}\n")
@@ -106,6 +140,8 @@ def main() -> None:
             what = f"{'training step' if train else 'forward'}, {'x'.join(map(str, shape))}"
             print(f"| {name} | {what} | {plain:.4f} | {fast:.4f} | {plain / fast:.2f}x |",
                   flush=True)  # fmt: skip
+    if args.archs:
+        candidates(args.repeats)
 
 
 if __name__ == "__main__":

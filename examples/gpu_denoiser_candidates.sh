@@ -8,12 +8,13 @@
 # recorded validation PSNR only, then measure the chosen one on the test pictures here
 # on the CPU (`python benchmarks/denoise_psnr.py --model FILE`), never choosing on those.
 #
-# The candidates' CPU speed on one 512x512 picture, one thread, channels-last weights
-# (BM3D: 11.6 s; the 10x target allows ~1.16 s):
-#   E  24/3/128, 2 convs, 4 bottleneck (the bundled arch, 1.15M params)  0.31 s
-#   B  24/4/128, 2 convs, 3 bottleneck (1.66M params, 3.3 MB)            0.32 s
-#   G  32/3/192, 2 convs, 4 bottleneck (2.36M params, 4.7 MB)            0.48 s
-#   H  32/4/192, 2 convs, 4 bottleneck (3.84M params, 7.7 MB)            0.45 s
+# The candidates (all 2 convs per level, 4 bottleneck convs unless noted) and their CPU
+# time on one 512x512 picture relative to E (`python benchmarks/cpu_layout.py --archs`;
+# the 10x-faster-than-BM3D target allows about 3.9x E's time):
+#   E  24/3/128 (the bundled arch, 1.15M params, 2.3 MB)   1.00x
+#   B  24/4/128, 3 bottleneck convs (1.66M, 3.3 MB)        1.00x
+#   G  32/3/192 (2.36M, 4.7 MB)                            1.52x
+#   H  32/4/192 (3.84M, 7.7 MB)                            1.65x
 #
 # The device machine may lack scikit-image pictures: write them here first and carry
 # the file along:

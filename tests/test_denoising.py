@@ -158,17 +158,32 @@ def test_tiled_equals_whole_for_fully_convolutional_model() -> None:
     assert np.abs(tiled - whole).max() < 1e-3
 
 
-def test_cpu_denoising_switches_the_model_to_channels_last_same_result() -> None:
+def test_cpu_denoising_lays_out_aetool_models_channels_last_same_result() -> None:
     torch.manual_seed(0)
-    model = TinyConv().eval()
+    model = create_model("denoiser", channels=1, height=32, width=32, base_channels=8).eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.05)  # zero at init: make the net count
     x = np.random.default_rng(1).random((1, 64, 80), dtype=np.float32)
     with torch.no_grad():
         plain = model(torch.from_numpy(x)[None])[0].clamp(0, 1).numpy()
-    assert model.net[2].weight.is_contiguous()
-    out = denoise_array(model, x)
-    assert not model.net[2].weight.is_contiguous()
-    assert model.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    weight = model.tail.weight
+    assert weight.is_contiguous()
+    with torch.inference_mode():  # as callers often run it
+        out = denoise_array(model, x)
+    weight = model.tail.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     np.testing.assert_allclose(out, plain, atol=1e-5)
+    assert np.abs(out - x).mean() > 1e-3  # the network changed the image
+    # still trainable after a call under inference_mode
+    model.train()
+    t = torch.from_numpy(x)[None]
+    torch.nn.functional.mse_loss(model(t), t).backward()
+    assert model.tail.weight.grad is not None
+
+
+def test_models_without_the_opt_in_keep_their_layout() -> None:
+    model = TinyConv().eval()
+    denoise_array(model, np.random.default_rng(2).random((1, 20, 24), dtype=np.float32))
+    assert model.net[2].weight.is_contiguous()
 
 
 def test_tiled_unet_has_no_seams() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import aetool.training as training
-from aetool.devices import autocast_dtype, fast_layout, resolve_device
+from aetool.devices import autocast_dtype, fast_layout, place, resolve_device
 from aetool.errors import ConfigError
 from aetool.images import load_images
 from aetool.modelfile import load_model
@@ -133,14 +133,49 @@ def test_fast_layout_changes_the_cpu_layout_not_the_values(arch, kwargs, shape) 
         assert torch.equal(fast.state_dict()[k].contiguous(), v)
 
 
-def test_fast_layout_leaves_dense_models_and_other_devices_alone() -> None:
-    dense = create_model("dense", channels=1, height=8, width=8, latent_dim=2)
-    before = {k: v.stride() for k, v in dense.state_dict().items()}
-    fast_layout(dense, "cpu")
-    assert {k: v.stride() for k, v in dense.state_dict().items()} == before
-    conv = create_model("conv", channels=1, height=28, width=28, latent_dim=8)
+class _ViewAE(torch.nn.Module):
+    """A hand-written model that views a conv output, as much user code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 2 * 6 * 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        return self.fc(h.view(h.size(0), -1)).view(-1, 2, 6, 6)
+
+
+def test_fast_layout_leaves_models_that_do_not_declare_it_alone() -> None:
+    model = _ViewAE()
+    assert fast_layout(model, "cpu") is model
+    assert _plain(model)
+    model(torch.rand(3, 2, 6, 6))  # would raise on channels-last conv outputs
+    torch.nn.Module.to(model, memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        model(torch.rand(3, 2, 6, 6))  # why the opt-in exists
+
+
+def test_off_the_cpu_the_default_layout_comes_back() -> None:
+    conv = fast_layout(create_model("conv", channels=1, height=28, width=28, latent_dim=8), "cpu")
+    assert _channels_last(conv)
     fast_layout(conv, torch.device("cuda", 0))  # not run there: only the device type counts
     assert _plain(conv)
+    fast_layout(conv, "cpu")
+    moved = place(conv, torch.device("meta"))  # a model loaded on the CPU, then moved
+    assert moved is conv and conv.features[0].weight.device.type == "meta" and _plain(conv)
+
+
+def test_fast_layout_inside_inference_mode_keeps_the_model_trainable() -> None:
+    torch.manual_seed(0)
+    model = create_model("conv", channels=1, height=28, width=28, latent_dim=8)
+    with torch.inference_mode():
+        fast_layout(model, "cpu")
+    assert _channels_last(model)
+    assert not any(p.is_inference() for p in model.parameters())
+    x = torch.rand(4, 1, 28, 28)
+    torch.nn.functional.mse_loss(model(x), x).backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_cpu_model_files_load_channels_last_and_save_unchanged(tmp_path: Path) -> None:
@@ -164,7 +199,7 @@ def test_cpu_training_in_channels_last_tracks_the_plain_layout(
     images = load_images([blob_folder])
     cfg = TrainConfig(epochs=3, device="cpu", seed=3)
     fast = train(images, ModelConfig(latent_dim=4), cfg)
-    monkeypatch.setattr(training, "fast_layout", lambda model, device: model)
+    monkeypatch.setattr(training, "place", lambda model, device: model.to(device))
     plain = train(images, ModelConfig(latent_dim=4), cfg)
     assert _channels_last(fast.model)
     assert _plain(plain.model)
