@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ from aetool.training import (
 DEFAULT_MODEL = "aetool-model.safetensors"
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
 MIN_THRESHOLD_VAL = 20
+
+
+#: Exit status of `denoise` when some inputs failed (error rows) and the others were written.
+EXIT_PARTIAL = 4
 
 
 class AetoolGroup(click.Group):
@@ -910,6 +914,14 @@ def _load_model_arg(console: Any, model: Path | None, device: str) -> Any:
     return load_model(model or _default_model(), device=resolve_device(device))
 
 
+def _refuse_input_as_output(outputs: list[Path], inputs: Iterable[str | Path]) -> None:
+    """An output file may never be one of the command's input images, --overwrite or not."""
+    real_in = {os.path.realpath(p) for p in inputs}
+    for out in outputs:
+        if os.path.realpath(out) in real_in:
+            raise click.ClickException(f"{out} is one of the input images; write elsewhere")
+
+
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise click.UsageError(
@@ -1010,6 +1022,9 @@ def denoise_cmd(
     from aetool.denoising import check_output_dir
 
     check_output_dir(out_dir, in_paths)
+    if model is not None:
+        for line in _denoiser_doubts(model):
+            console.print(f"[yellow]warning:[/] {line}")
     results = denoise_images(
         refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
         overlap=overlap, batch_size=batch_size, device=device, strict=strict,
@@ -1074,6 +1089,37 @@ def denoise_cmd(
     console.print(table)
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
+    failed = summary.errors + len(missing)
+    if failed:
+        console.print(
+            f"[yellow]warning:[/] {failed} input(s) could not be denoised (exit code "
+            f"{EXIT_PARTIAL}; the others were written)"
+        )
+        sys.exit(EXIT_PARTIAL)
+
+
+def _denoiser_doubts(path: Path) -> list[str]:
+    """Why a model file may not be a denoiser (it still runs: its output is a reconstruction)."""
+    from aetool.modelfile import read_metadata
+
+    meta = read_metadata(path)
+    out = []
+    noise = (meta.get("training") or {}).get("noise")
+    if not noise or str(noise).lower() == "none":
+        out.append(
+            f"{path} was trained without input noise: it is not a denoiser, and its output is "
+            "its reconstruction of each image (often blurrier, not cleaner); train one with "
+            "`aetool train DIR --noise gaussian:0.02-0.2`, or leave out --model for the "
+            "bundled denoiser"
+        )
+    args = meta.get("arch_args") or {}
+    h, w = int(args.get("height", 0) or 0), int(args.get("width", 0) or 0)
+    if meta.get("arch") in ("conv", "dense") and 0 < min(h, w) < 32:
+        out.append(
+            f"{path} takes fixed {w}x{h} inputs: larger images are cut into {w}x{h} tiles, "
+            "each reconstructed on its own"
+        )
+    return out
 
 
 def _npy_index_path(output: Path) -> Path:
@@ -1144,6 +1190,9 @@ def export_cmd(
     require_vector_latent(loaded, "export")
     paths = _input_paths(inputs, "export")
     all_refs, refs, missing = _refs_and_shard(console, paths, shard, strict)
+    if output is not None:
+        outs = [output, _npy_index_path(output)] if fmt == "npy" else [output]
+        _refuse_input_as_output(outs, (r.path for r in all_refs))
     labels_all = infer_labels([r.relpath for r in all_refs])
     has_labels = any(v is not None for v in labels_all)
     label_of = dict(zip((r.path for r in all_refs), labels_all, strict=True))
@@ -1265,6 +1314,7 @@ def interpolate_cmd(
     from aetool.modelfile import atomic_path
 
     _refuse_existing(output, overwrite)
+    _refuse_input_as_output([output], [a, b])
     console = make_err_console(quiet)
     loaded = _load_model_arg(console, model, device)
     frames = interpolate(loaded, a, b, steps)
@@ -1319,6 +1369,7 @@ def latent_map_cmd(
     require_vector_latent(loaded, "latent-map")
     paths = _input_paths(inputs, "latent-map")
     _, refs, _ = _refs_and_shard(console, paths, None, strict)
+    _refuse_input_as_output([output], (r.path for r in refs))
     labels_all = folder_labels([r.relpath for r in refs])
     label_of = dict(zip((r.path for r in refs), labels_all, strict=True))
     skipped: list[Any] = []

@@ -179,8 +179,11 @@ class SourceImage:
     Attributes:
         pixels: float32 ``(C, H, W)`` colour channels in [0, 1] (C is 1 or 3),
             at full precision (16-bit values are not rounded to 8 bits).
-        alpha: the alpha channel as stored (``uint8 (H, W)``), or None.
-        mode: Pillow mode to write: ``L``, ``I;16``, ``F``, ``RGB``, ``LA`` or ``RGBA``.
+        alpha: the alpha channel as stored (``uint8``, or ``uint16`` for 16-bit
+            PNGs, ``(H, W)``), or None.
+        mode: Pillow mode to write: ``L``, ``I;16``, ``F``, ``RGB``, ``LA`` or ``RGBA``;
+            or ``RGB;16``, ``RGBA;16``, ``LA;16``: 16-bit colour or gray+alpha PNGs,
+            which Pillow would cut to 8 bits, read and written with pypng.
         format: Pillow format name (``PNG``, ``JPEG``, ``TIFF``, ...).
         info: save options to keep (ICC profile, DPI, TIFF compression).
     """
@@ -225,6 +228,14 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as probe:
             mode, fmt, info = probe.mode, probe.format, dict(probe.info)
+            raw = getattr(getattr(probe, "png", None), "im_rawmode", "")
+            if fmt == "PNG" and raw in _PNG16_MODES:
+                return _read_png16(path, info)
+            if fmt == "TIFF" and mode in ("RGB", "RGBA") and _tiff_bits(probe) > 8:
+                raise ImageError(
+                    f"{path}: {_tiff_bits(probe)}-bit colour TIFF is not supported (it would be "
+                    "written back with 8 bits); save it as a 16-bit PNG or split the channels"
+                )
             has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in info)
             gray_palette = mode in ("P", "PA") and _gray_palette(probe)
             if has_alpha:
@@ -233,6 +244,9 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
                 rgba = img.convert("LA" if gray_palette or mode in ("LA", "La") else "RGBA")
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's guard stays on: images over twice Image.MAX_IMAGE_PIXELS are refused.
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
     fmt = _format_for(path, fmt)
@@ -252,6 +266,49 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     else:
         out_mode = "RGB"
     return SourceImage(pixels, None, out_mode, fmt, _kept_info(info))
+
+
+#: Pillow's raw modes of 16-bit PNGs it decodes to 8 bits -> the mode aetool writes back.
+_PNG16_MODES = {"RGB;16B": "RGB;16", "RGBA;16B": "RGBA;16", "LA;16B": "LA;16"}
+
+
+def _tiff_bits(img: Image.Image) -> int:
+    bits = getattr(img, "tag_v2", {}).get(258, 8)  # BitsPerSample
+    return int(max(bits) if isinstance(bits, tuple) else bits)
+
+
+def _read_png16(path: Path, info: dict[str, Any]) -> SourceImage:
+    """A 16-bit colour or gray+alpha PNG at full precision (pypng; Pillow keeps 8 bits)."""
+    import png
+
+    try:
+        width, height, rows, meta = png.Reader(filename=str(path)).asDirect()
+        arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
+    except (png.Error, OSError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
+    planes = int(meta["planes"])
+    arr = arr.reshape(height, width, planes)
+    color_planes = planes - 1 if meta["alpha"] else planes
+    pixels = arr[..., :color_planes].astype(np.float32).transpose(2, 0, 1) / 65535.0
+    alpha = arr[..., -1].copy() if meta["alpha"] else None
+    mode = {(3, True): "RGBA;16", (3, False): "RGB;16", (1, True): "LA;16"}.get(
+        (color_planes, alpha is not None), "I;16"
+    )
+    return SourceImage(np.ascontiguousarray(pixels), alpha, mode, "PNG", _kept_info(info))
+
+
+def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
+    import png
+
+    u16 = _quantise(pixels, 65535, np.uint16)
+    if image.alpha is not None:
+        u16 = np.concatenate([u16, image.alpha.astype(np.uint16)[None]], axis=0)
+    c, h, w = u16.shape
+    writer = png.Writer(
+        w, h, greyscale=c <= 2, alpha=image.alpha is not None, bitdepth=16, compression=6
+    )
+    with open(path, "wb") as f:
+        writer.write_array(f, u16.transpose(1, 2, 0).reshape(-1))
 
 
 def _gray_palette(img: Image.Image) -> bool:
@@ -299,6 +356,12 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
         image: the source image (mode, format, alpha, save options).
         pixels: float ``(C, H, W)`` in [0, 1], the shape of ``image.pixels``.
     """
+    if image.mode in _PNG16_MODES.values():
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            _write_png16(Path(tmp), image, pixels)
+            os.chmod(tmp, 0o666 & ~UMASK)
+        return target
     pil = _to_pil(image, pixels)
     opts: dict[str, Any] = dict(image.info)
     if image.format in ("JPEG", "WEBP"):
@@ -558,16 +621,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _input_roots(refs: Sequence[ImageRef]) -> list[Path]:
-    roots: set[Path] = set()
-    for ref in refs:
-        parts = PurePosixPath(ref.relpath).parts
-        if ".." in parts or PurePosixPath(ref.relpath).is_absolute():
-            continue
-        root = ref.path
-        for _ in parts:
-            root = root.parent
-        roots.add(root)
-    return sorted(roots)
+    """The folders the images were found in (files named one by one have none: an output
+    can only land on such a file itself, which the pipeline refuses image by image)."""
+    return sorted({ref.root for ref in refs if ref.root is not None})
 
 
 def check_output_dir(out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]):
@@ -814,8 +870,11 @@ def _pipeline(
     claimed: set[str] = set()
 
     def plan(ref: ImageRef) -> DenoiseResult | Path:
+        rel = ref.relpath
+        if ref.root is None and ".." in PurePosixPath(rel).parts:
+            rel = PurePosixPath(rel).name  # a named file outside the working folder, as absolute
         try:
-            dst = output_path(out, ref.relpath)
+            dst = output_path(out, rel)
         except OutputError as exc:
             return DenoiseResult(ref, None, "error", error=str(exc))
         key = os.path.realpath(dst)
@@ -876,6 +935,7 @@ def _pipeline(
             refill()
             if isinstance(job, DenoiseResult):
                 if strict and job.status == "error":
+                    yield from finish(block=True)  # rows of the images already written first
                     raise OutputError(f"{ref.path}: {job.error}")
                 writing.append((job, None))
             else:
@@ -884,6 +944,7 @@ def _pipeline(
                     src = fut.result()
                 except ImageError as exc:
                     if strict:
+                        yield from finish(block=True)
                         raise
                     msg = str(exc)
                     prefix = f"{ref.path}: "

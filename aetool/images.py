@@ -69,10 +69,15 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image file and its path relative to the folder it was found in."""
+    """One image file and its path relative to the folder it was found in.
+
+    ``root`` is that folder, or None for a file named explicitly (its
+    ``relpath`` is then the path as given, or the bare name if absolute).
+    """
 
     path: Path
     relpath: str
+    root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,9 @@ def find_images(
         missing_ok: report a missing path as skipped instead of raising.
 
     Returns:
-        The image references, and the explicitly named paths that do not exist
-        (only with ``missing_ok``).
+        The image references, and what was skipped: the explicitly named paths
+        that do not exist (only with ``missing_ok``) and folders under the
+        inputs that could not be read.
 
     Raises:
         ImageError: a path does not exist (without ``missing_ok``).
@@ -114,7 +120,7 @@ def find_images(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for ref in _walk(p):
+            for ref in _walk(p, missing):
                 key = os.path.realpath(ref.path)
                 if key not in seen:
                     seen.add(key)
@@ -131,10 +137,14 @@ def find_images(
     return refs, missing
 
 
-def _walk(root: Path) -> list[ImageRef]:
+def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
     out: list[ImageRef] = []
     visited: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def onerror(exc: OSError) -> None:
+        unreadable.append(Skipped(str(exc.filename), f"cannot read folder ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in visited:  # symlink loop or repeated target
             dirnames[:] = []
@@ -145,7 +155,7 @@ def _walk(root: Path) -> list[ImageRef]:
             if _is_hidden(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             full = Path(dirpath) / name
-            out.append(ImageRef(full, full.relative_to(root).as_posix()))
+            out.append(ImageRef(full, full.relative_to(root).as_posix(), root))
     return out
 
 

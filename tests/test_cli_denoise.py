@@ -114,7 +114,7 @@ def test_symlink_out_of_output_is_refused(tmp_path: Path, folder: Path, halving_
     out.mkdir()
     (out / "a").symlink_to(outside)
     res = _run("denoise", str(folder), str(out), "-m", str(halving_model))
-    assert res.exit_code == 0
+    assert res.exit_code == 4  # some written, some refused
     rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
     assert rows["one.png"]["status"] == "error" and "symlink" in rows["one.png"]["error"]
     assert rows["four.png"]["status"] == "written"
@@ -124,14 +124,20 @@ def test_symlink_out_of_output_is_refused(tmp_path: Path, folder: Path, halving_
 def test_unreadable_files_warn_and_strict_fails(
     tmp_path: Path, folder: Path, halving_model: Path
 ) -> None:
-    (folder / "broken.png").write_bytes(b"\x89PNG nope")
+    (folder / "g_broken.png").write_bytes(b"\x89PNG nope")
     res = _run("denoise", str(folder), str(tmp_path / "o1"), "-m", str(halving_model))
-    assert res.exit_code == 0
+    assert res.exit_code == 4
     rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
-    assert rows["broken.png"]["status"] == "error" and rows["broken.png"]["error"]
-    assert "broken.png" in res.stderr and "errors" in res.stderr
+    assert rows["g_broken.png"]["status"] == "error" and rows["g_broken.png"]["error"]
+    assert sum(r["status"] == "written" for r in rows.values()) == 7
+    assert "g_broken.png" in res.stderr and "errors" in res.stderr
+    assert "1 input(s) could not be denoised (exit code 4" in res.stderr
     res = _run("denoise", str(folder), str(tmp_path / "o2"), "-m", str(halving_model), "--strict")
-    assert res.exit_code == 1 and "broken.png" in res.stderr
+    assert res.exit_code == 1 and "g_broken.png" in res.stderr
+    on_disk = {str(p) for p in (tmp_path / "o2").rglob("*.png")}
+    rows = _rows(res.stdout)
+    assert len(on_disk) == 2  # five.png and four.png come before g_broken.png
+    assert {r["dst"] for r in rows if r["status"] == "written"} == on_disk
 
 
 def test_shards_partition_the_images(tmp_path: Path, folder: Path, halving_model: Path) -> None:
@@ -202,3 +208,54 @@ def test_default_model_is_the_bundled_denoiser(tmp_path: Path, folder: Path, mon
     assert res.exit_code == 1
     assert "missing-for-test.safetensors is missing from this installation" in res.stderr
     assert "--model" in res.stderr
+
+
+def test_named_files_with_the_output_under_the_working_folder(
+    tmp_path: Path, folder: Path, halving_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(folder)
+    res = _run("denoise", "four.png", "a/one.png", "clean", "-m", str(halving_model))
+    assert res.exit_code == 0, res.stderr
+    assert (folder / "clean/four.png").is_file() and (folder / "clean/a/one.png").is_file()
+    res = _run("denoise", "clean2", "-m", str(halving_model), stdin="five.png\nsix.png\n")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in (folder / "clean2").iterdir()) == ["five.png", "six.png"]
+    # a folder input still may not hold the output
+    res = _run("denoise", ".", "clean3", "-m", str(halving_model))
+    assert res.exit_code == 1 and "inside the input folder" in res.stderr
+    # a named file reached through '..' is written under its bare name, like an absolute one
+    monkeypatch.chdir(folder / "a")
+    res = _run("denoise", "../four.png", str(tmp_path / "o"), "-m", str(halving_model))
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "o/four.png").is_file()
+
+
+def test_an_oversized_image_is_an_error_row_and_the_run_goes_on(
+    tmp_path: Path, halving_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as PILImage
+
+    _write(tmp_path / "in/a.png", np.zeros((5, 5), np.uint8))
+    _write(tmp_path / "in/b_big.png", np.zeros((20, 20), np.uint8))
+    _write(tmp_path / "in/c.png", np.zeros((5, 5), np.uint8))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # refused above 2x this: 200 px
+    res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(halving_model))
+    assert res.exit_code == 4
+    rows = {Path(r["src"]).name: r for r in _rows(res.stdout)}
+    assert [rows[n]["status"] for n in ("a.png", "b_big.png", "c.png")] == [
+        "written", "error", "written"
+    ]  # fmt: skip
+    assert "decompression bomb" in rows["b_big.png"]["error"]
+
+
+def test_a_model_trained_without_noise_is_flagged(
+    tmp_path: Path, folder: Path, halving_model: Path
+) -> None:
+    res = _run("denoise", str(folder / "a"), str(tmp_path / "o"), "-m", str(halving_model))
+    assert res.exit_code == 0
+    assert "trained without input noise: it is not a denoiser" in res.stderr
+    digits = Path(__file__).resolve().parent.parent / "aetool/pretrained/digits-conv.safetensors"
+    res = _run("denoise", str(folder / "a"), str(tmp_path / "o2"), "-m", str(digits))
+    assert "not a denoiser" in res.stderr and "takes fixed 8x8 inputs" in res.stderr
+    res = _run("denoise", str(folder / "a"), str(tmp_path / "o3"))  # the bundled denoiser
+    assert res.exit_code == 0 and "warning" not in res.stderr

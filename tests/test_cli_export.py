@@ -175,3 +175,24 @@ def test_latent_map_png(tmp_path: Path, dataset: Path, model_file: Path) -> None
     assert "Mapped 9 latent code(s) of dimension 3" in res.stderr
     again = _run("latent-map", str(dataset), "-m", str(model_file), "-o", str(out))
     assert again.exit_code == 2
+
+
+def test_outputs_never_replace_an_input_image_even_with_overwrite(
+    tmp_path: Path, dataset: Path, model_file: Path
+) -> None:
+    victim = dataset / "good" / "0.png"
+    before = victim.read_bytes()
+    m = ("-m", str(model_file), "--overwrite")
+    runs = [
+        ("export", str(dataset), "-o", str(victim), *m),
+        ("export", str(dataset), "--format", "npy", "-o", str(dataset / "good" / "x.npy"), *m),
+        ("interpolate", str(victim), str(dataset / "crack" / "1.png"), "-o", str(victim), *m),
+        ("latent-map", str(dataset), "-o", str(victim), *m),
+    ]
+    (dataset / "good" / "x.paths.csv").write_bytes(b"")  # not an image: may be replaced
+    for args in runs[:1] + runs[2:]:
+        res = _run(*args)
+        assert res.exit_code == 1, args
+        assert res.stderr.strip().endswith(f"{victim} is one of the input images; write elsewhere")
+        assert victim.read_bytes() == before
+    assert _run(*runs[1]).exit_code == 0  # the npy and its index are not inputs

@@ -379,6 +379,49 @@ def test_sixteen_bit_output_keeps_full_precision(tmp_path: Path) -> None:
     assert len(np.unique(out)) == len(np.unique(ramp))  # not quantised to 8 bits
 
 
+@pytest.mark.parametrize(
+    ("planes", "alpha", "mode"), [(3, False, "RGB;16"), (4, True, "RGBA;16"), (2, True, "LA;16")]
+)
+def test_sixteen_bit_colour_and_gray_alpha_pngs_stay_sixteen_bit(
+    tmp_path: Path, planes: int, alpha: bool, mode: str
+) -> None:
+    import png
+
+    rng = np.random.default_rng(planes)
+    src = rng.integers(0, 65536, (12, 10, planes), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    with open(tmp_path / "in/x.png", "wb") as f:
+        png.Writer(10, 12, greyscale=planes <= 2, alpha=alpha, bitdepth=16).write_array(
+            f, src.reshape(-1)
+        )
+    assert read_image(tmp_path / "in/x.png").mode == mode
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)
+    (r,) = denoise_images(
+        [tmp_path / "in"], tmp_path / "out", model.eval(), device="cpu", color="channels"
+    )
+    assert r.status == "written"
+    width, height, rows, meta = png.Reader(filename=str(r.dst)).asDirect()
+    out = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, -1)
+    assert (meta["bitdepth"], meta["planes"], meta["alpha"]) == (16, planes, alpha)
+    color = planes - 1 if alpha else planes
+    np.testing.assert_array_less(np.abs(out[..., :color] - src[..., :color] / 2), 1.0)
+    if alpha:
+        np.testing.assert_array_equal(out[..., -1], src[..., -1])  # alpha kept, all 16 bits
+
+
+def test_sixteen_bit_colour_tiff_is_an_error_row_not_a_silent_8_bit_copy(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "in").mkdir()
+    _make(tmp_path / "in/a.png", np.full((8, 8), 100, np.uint8))
+    tifffile.imwrite(tmp_path / "in/b.tif", np.full((6, 5, 3), 40000, np.uint16))
+    rows = list(denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity")))
+    assert [r.status for r in rows] == ["written", "error"]
+    assert "16-bit colour TIFF is not supported" in rows[1].error
+    assert not (tmp_path / "out/b.tif").exists()
+
+
 def test_rgba_alpha_untouched_and_jpeg_quality(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)

@@ -179,3 +179,24 @@ def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch: pytest.M
     s = load_images([tmp_path])
     assert len(s) == 2 and [Path(k.path).name for k in s.skipped] == ["huge.png"]
     assert "decompression bomb" in s.skipped[0].reason
+
+
+def test_unreadable_folders_are_reported_not_silently_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aetool.images as images_mod
+
+    (tmp_path / "ok").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok" / "a.png")
+    real_walk = os.walk
+
+    def walk(top, **kw):  # the folder "locked" cannot be listed (root ignores chmod)
+        kw["onerror"](PermissionError(13, "Permission denied", str(tmp_path / "locked")))
+        yield from real_walk(top, **kw)
+
+    monkeypatch.setattr(images_mod.os, "walk", walk)
+    refs, skipped = find_images([tmp_path])
+    assert [r.relpath for r in refs] == ["ok/a.png"]
+    assert [(s.path, s.reason) for s in skipped] == [
+        (str(tmp_path / "locked"), "cannot read folder (Permission denied)")
+    ]
