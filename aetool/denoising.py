@@ -868,8 +868,13 @@ def _pipeline(
 
     input_keys = {os.path.realpath(r.path) for r in refs}
     claimed: set[str] = set()
+    real_out = _real(out)
 
     def plan(ref: ImageRef) -> DenoiseResult | Path:
+        if _inside(_real(ref.path), real_out):  # a symlink in an input folder leads into OUT
+            return DenoiseResult(
+                ref, None, "error", error=f"is inside the output folder {out} (through a symlink)"
+            )
         rel = ref.relpath
         if ref.root is None and ".." in PurePosixPath(rel).parts:
             rel = PurePosixPath(rel).name  # a named file outside the working folder, as absolute

@@ -259,3 +259,19 @@ def test_a_model_trained_without_noise_is_flagged(
     assert "not a denoiser" in res.stderr and "takes fixed 8x8 inputs" in res.stderr
     res = _run("denoise", str(folder / "a"), str(tmp_path / "o3"))  # the bundled denoiser
     assert res.exit_code == 0 and "warning" not in res.stderr
+
+
+def test_outputs_reached_through_a_symlink_in_the_input_are_not_denoised_again(
+    tmp_path: Path, folder: Path, halving_model: Path
+) -> None:
+    out = tmp_path / "out"
+    (folder / "to_out").symlink_to(out, target_is_directory=True)
+    first = _run("denoise", str(folder), str(out), "-m", str(halving_model))
+    assert first.exit_code == 0, first.stderr
+    again = _run("denoise", str(folder), str(out), "-m", str(halving_model))
+    rows = _rows(again.stdout)
+    looped = [r for r in rows if "/to_out/" in r["src"]]
+    assert looped and all(
+        r["status"] == "error" and "inside the output folder" in r["error"] for r in looped
+    )
+    assert not (out / "to_out").exists()
