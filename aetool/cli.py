@@ -914,6 +914,13 @@ def _load_model_arg(console: Any, model: Path | None, device: str) -> Any:
     return load_model(model or _default_model(), device=resolve_device(device))
 
 
+def _png_output(path: Path) -> Path:
+    """-o of a picture command: a .png file name (the picture is always PNG)."""
+    if path.suffix.lower() != ".png":
+        raise click.BadParameter(f"{path}: the picture is written as PNG; use a .png name")
+    return path
+
+
 def _refuse_input_as_output(outputs: list[Path], inputs: Iterable[str | Path]) -> None:
     """An output file may never be one of the command's input images, --overwrite or not."""
     real_in = {os.path.realpath(p) for p in inputs}
@@ -1287,6 +1294,7 @@ def export_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     default="interpolation.png",
     show_default=True,
+    callback=lambda ctx, param, value: _png_output(value),
 )
 @click.option(
     "--min-height", type=click.IntRange(1), default=64, show_default=True,
@@ -1334,6 +1342,7 @@ def interpolate_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     default="latent-map.png",
     show_default=True,
+    callback=lambda ctx, param, value: _png_output(value),
 )
 @click.option("--title", default=None, help="Plot title (default: the model file name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")

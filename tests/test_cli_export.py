@@ -196,3 +196,13 @@ def test_outputs_never_replace_an_input_image_even_with_overwrite(
         assert res.stderr.strip().endswith(f"{victim} is one of the input images; write elsewhere")
         assert victim.read_bytes() == before
     assert _run(*runs[1]).exit_code == 0  # the npy and its index are not inputs
+
+
+def test_picture_outputs_must_be_png_names(tmp_path: Path, dataset: Path, model_file: Path):
+    a, b = dataset / "good" / "0.png", dataset / "crack" / "1.png"
+    for out in ("strip.jpg", "-"):
+        res = _run("interpolate", str(a), str(b), "-m", str(model_file), "-o", out)
+        assert res.exit_code == 2 and "use a .png name" in res.stderr
+    res = _run("latent-map", str(dataset), "-m", str(model_file), "-o", str(tmp_path / "m.PNG"))
+    assert res.exit_code == 0, res.stderr
+    assert Image.open(tmp_path / "m.PNG").format == "PNG"
