@@ -32,12 +32,18 @@ is averaged back to one. Alpha is never passed to the model: it is
 written back untouched.
 
 Formats and modes are kept: 8-bit gray (``L``) and RGB stay so; 16-bit gray
-(``I;16``, and 32-bit ``I`` images, written as 16-bit) keep 16 bits; float
-(``F``) TIFFs stay float; ``RGBA``/``LA`` keep their alpha channel; palette
-images are written as RGB (or RGBA with transparency, L when the palette is
-gray); bilevel (``1``) as L; CMYK/YCbCr as RGB. JPEG and WebP are written at
-quality 95; ICC profiles and DPI are kept. EXIF orientation is applied, so the
-pixels are written upright.
+(``I;16``) keeps 16 bits, and so do 16-bit colour, colour+alpha and gray+alpha
+PNGs (read and written with pypng, since Pillow holds them in 8 bits); float
+(``F``) and 32-bit integer (``I``) images stay so, and when their values leave
+[0, 1] (0..65535 for integers) they are mapped from their own range to [0, 1]
+for the model and back (NaN and inf pixels are written back unchanged);
+``RGBA``/``LA`` keep their alpha channel; palette images are written as RGB
+(or RGBA with transparency, L when the palette is gray); bilevel (``1``) as L;
+CMYK/YCbCr as RGB. JPEG and WebP are written at quality 95; ICC profiles, DPI
+and EXIF are kept. EXIF orientation is applied, so the pixels are written
+upright (and the kept EXIF says so). Refused, with the reason in the error
+row, rather than degraded: images with several frames (animated GIFs,
+multi-page TIFFs) and 16-bit colour TIFFs.
 
 Noise estimate: ``sigma_est`` is the standard deviation of Gaussian noise in
 [0, 1] units (multiply by 255 for 8-bit levels), from the median absolute
@@ -185,7 +191,12 @@ class SourceImage:
             or ``RGB;16``, ``RGBA;16``, ``LA;16``: 16-bit colour or gray+alpha PNGs,
             which Pillow would cut to 8 bits, read and written with pypng.
         format: Pillow format name (``PNG``, ``JPEG``, ``TIFF``, ...).
-        info: save options to keep (ICC profile, DPI, TIFF compression).
+        info: save options to keep (ICC profile, DPI, EXIF, TIFF compression).
+        value_range: for float (``F``) and 32-bit integer (``I``) images whose
+            values leave [0, 1] (or 0..65535): the ``(low, high)`` mapped to
+            [0, 1] for the model, and mapped back when writing.
+        nonfinite: ``(flat indices, values)`` of NaN/inf pixels of a float
+            image, written back as they were.
     """
 
     pixels: np.ndarray
@@ -193,6 +204,8 @@ class SourceImage:
     mode: str
     format: str
     info: dict[str, Any] = field(default_factory=dict)
+    value_range: tuple[float, float] | None = None
+    nonfinite: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -209,8 +222,11 @@ def _format_for(path: Path, fmt: str | None) -> str:
     return found
 
 
-def _kept_info(info: dict[str, Any]) -> dict[str, Any]:
+def _kept_info(info: dict[str, Any], exif: Image.Exif | None = None) -> dict[str, Any]:
     kept = {k: info[k] for k in ("icc_profile", "dpi") if info.get(k)}
+    if exif is not None and len(exif):
+        exif[0x0112] = 1  # the pixels are written upright
+        kept["exif"] = exif.tobytes()
     if info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"):
         kept["compression"] = info["compression"]
     return kept
@@ -228,7 +244,18 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as probe:
             mode, fmt, info = probe.mode, probe.format, dict(probe.info)
-            raw = getattr(getattr(probe, "png", None), "im_rawmode", "")
+            frames = getattr(probe, "n_frames", 1)
+            if frames > 1:
+                raise ImageError(
+                    f"{path}: has {frames} frames; only single-frame images are denoised "
+                    "(split it into one file per frame)"
+                )
+            raw = getattr(getattr(probe, "png", None), "im_rawmode", "")  # before getexif
+            exif = _exif(probe)
+            if mode in ("F", "I"):
+                wide = _read_wide(path, probe, fmt, _kept_info(info, exif))
+                if wide is not None:
+                    return wide
             if fmt == "PNG" and raw in _PNG16_MODES:
                 return _read_png16(path, info)
             if fmt == "TIFF" and mode in ("RGB", "RGBA") and _tiff_bits(probe) > 8:
@@ -254,8 +281,9 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
         arr = np.asarray(rgba)
         color = arr[..., :-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return SourceImage(
-            np.ascontiguousarray(color), arr[..., -1].copy(), rgba.mode, fmt, _kept_info(info)
-        )
+            np.ascontiguousarray(color), arr[..., -1].copy(), rgba.mode, fmt,
+            _kept_info(info, exif),
+        )  # fmt: skip
     pixels = decode_image(path)  # full precision, EXIF orientation applied
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         out_mode = "I;16"
@@ -265,7 +293,39 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
         out_mode = "L"
     else:
         out_mode = "RGB"
-    return SourceImage(pixels, None, out_mode, fmt, _kept_info(info))
+    return SourceImage(pixels, None, out_mode, fmt, _kept_info(info, exif))
+
+
+def _exif(img: Image.Image) -> Image.Exif | None:
+    try:
+        exif = img.getexif()
+    except Exception:  # a broken EXIF block is not worth a failed image  # noqa: BLE001
+        return None
+    return exif if len(exif) else None
+
+
+def _read_wide(
+    path: Path, probe: Image.Image, fmt: str | None, kept: dict[str, Any]
+) -> SourceImage | None:
+    """A float or 32-bit integer image whose values leave [0, 1] (0..65535 for integers),
+    mapped from its own value range to [0, 1]; None when the usual path keeps it exactly."""
+    img = ImageOps.exif_transpose(probe) or probe
+    arr = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise ImageError(f"{path}: no finite pixel values")
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    top = 1.0 if probe.mode == "F" else 65535.0
+    if lo >= 0 and hi <= top:
+        return None
+    span = hi - lo or 1.0
+    pixels = ((np.where(finite, arr, lo) - lo) / span).astype(np.float32)[None]
+    bad = np.flatnonzero(~finite)
+    nonfinite = (bad, arr.reshape(-1)[bad].astype(np.float32)) if len(bad) else None
+    return SourceImage(
+        np.ascontiguousarray(pixels), None, probe.mode, _format_for(path, fmt), kept,
+        value_range=(lo, hi), nonfinite=nonfinite,
+    )  # fmt: skip
 
 
 #: Pillow's raw modes of 16-bit PNGs it decodes to 8 bits -> the mode aetool writes back.
@@ -338,6 +398,15 @@ def _to_pil(image: SourceImage, pixels: np.ndarray) -> Image.Image:
     # uint8 with 1/2/3/4 channels -> L/LA/RGB/RGBA.
     if image.mode == "I;16":
         return Image.fromarray(_quantise(pixels[0], 65535, np.uint16))
+    if image.value_range is not None:  # F or I beyond [0, 1]: back to the image's own range
+        lo, hi = image.value_range
+        x = np.clip(np.nan_to_num(pixels[0].astype(np.float64)), 0.0, 1.0) * (hi - lo) + lo
+        if image.mode == "I":
+            return Image.fromarray(np.rint(x).astype(np.int32), "I")
+        x = x.astype(np.float32)
+        if image.nonfinite is not None:
+            x.reshape(-1)[image.nonfinite[0]] = image.nonfinite[1]
+        return Image.fromarray(x, "F")
     if image.mode == "F":
         return Image.fromarray(np.clip(np.nan_to_num(pixels[0]), 0.0, 1.0).astype(np.float32))
     u8 = _quantise(pixels, 255, np.uint8)
@@ -757,6 +826,13 @@ def _reference_for(ref_dir: Path, relpath: str, src: SourceImage) -> np.ndarray:
         raise ImageError(f"no reference image {path}")
     clean = read_image(path)
     px = clean.pixels
+    if clean.value_range is not None or src.value_range is not None:
+        # compare in the noisy image's [0, 1] mapping of its value range
+        lo_c, hi_c = clean.value_range or (0.0, 1.0 if clean.mode == "F" else 65535.0)
+        lo, hi = src.value_range or (0.0, 1.0 if src.mode == "F" else 65535.0)
+        if clean.value_range is None and clean.mode not in ("F", "I", "I;16"):
+            lo_c, hi_c = 0.0, 1.0
+        px = ((px * (hi_c - lo_c) + lo_c - lo) / ((hi - lo) or 1.0)).astype(np.float32)
     if px.shape[0] != src.pixels.shape[0]:
         px = (
             px.mean(axis=0, keepdims=True)

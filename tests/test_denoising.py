@@ -422,6 +422,50 @@ def test_sixteen_bit_colour_tiff_is_an_error_row_not_a_silent_8_bit_copy(tmp_pat
     assert not (tmp_path / "out/b.tif").exists()
 
 
+def test_float_and_32_bit_tiffs_keep_their_value_range(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    wide = (rng.random((9, 11)) * 1020 - 200).astype(np.float32)
+    wide[2, 3] = np.nan
+    _make(tmp_path / "in/wide.tif", wide)
+    counts = rng.integers(0, 255_000, (9, 11)).astype(np.int32)
+    Image.fromarray(counts, "I").save(tmp_path / "in/counts.tif")
+    src = read_image(tmp_path / "in/wide.tif")
+    assert src.value_range == (pytest.approx(float(np.nanmin(wide))), pytest.approx(
+        float(np.nanmax(wide))))  # fmt: skip
+    assert 0.0 <= src.pixels.min() and src.pixels.max() <= 1.0
+    rows = list(denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity")))
+    assert [r.status for r in rows] == ["written", "written"]
+    out_wide = np.asarray(Image.open(tmp_path / "out/wide.tif"))
+    assert out_wide.dtype == np.float32
+    assert np.isnan(out_wide[2, 3])
+    finite = ~np.isnan(wide)
+    np.testing.assert_allclose(out_wide[finite], wide[finite], atol=1e-3)
+    with Image.open(tmp_path / "out/counts.tif") as im:
+        assert im.mode == "I"
+        np.testing.assert_allclose(np.asarray(im), counts, atol=1)
+
+
+def test_multi_frame_images_are_refused_not_cut_to_one_frame(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((6, 6), v, np.uint8)) for v in (10, 100, 200)]
+    (tmp_path / "in").mkdir()
+    frames[0].save(tmp_path / "in/anim.gif", save_all=True, append_images=frames[1:])
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    assert r.status == "error" and "has 3 frames" in r.error
+    assert not (tmp_path / "out/anim.gif").exists()
+
+
+def test_exif_is_kept_with_the_orientation_reset(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "aetool-test-camera"  # Make
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    _make(tmp_path / "in/photo.jpg", np.zeros((20, 30, 3), np.uint8), exif=exif.tobytes())
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    with Image.open(r.dst) as out:
+        kept = out.getexif()
+        assert out.size == (20, 30)  # written upright
+    assert kept[0x010F] == "aetool-test-camera" and kept[0x0112] == 1
+
+
 def test_rgba_alpha_untouched_and_jpeg_quality(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)
