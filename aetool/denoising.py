@@ -48,7 +48,8 @@ multi-page TIFFs) and 16-bit colour TIFFs.
 Noise estimate: ``sigma_est`` is the standard deviation of Gaussian noise in
 [0, 1] units (multiply by 255 for 8-bit levels), from the median absolute
 finest-scale diagonal Haar wavelet coefficient (Donoho's MAD estimator),
-averaged over colour channels.
+averaged over colour channels (for float and 32-bit images mapped from their
+own value range, a fraction of that range).
 """
 
 from __future__ import annotations
