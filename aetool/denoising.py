@@ -1,9 +1,12 @@
 """Denoise images of any size with an autoencoder, and write them back as they came.
 
 Pipeline (:func:`denoise_images`): images are decoded ahead in worker threads
-at full precision, denoised on the model's device, then encoded and written in
-worker threads, and one :class:`DenoiseResult` per image is yielded in input
-order, so memory stays flat whatever the image count.
+at full precision, denoised on the model's device in one compute thread, then
+encoded and written in worker threads; one :class:`DenoiseResult` per image is
+yielded in input order as soon as its file is written (while the next image is
+being denoised), and at most a few images are in flight, so memory stays flat
+whatever the image count. Closing the iterator (or an interrupt) stops the
+compute thread before its next forward pass.
 
 Sizes. Fully convolutional models run on the whole image when it has no more
 pixels than one batch of tiles (``batch_size * tile**2``: 8 tiles of 256 px by
@@ -56,6 +59,8 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -598,6 +603,14 @@ def _orient(x: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
     return np.rot90(y, -turns, axes=(1, 2))
 
 
+class _Cancelled(Exception):
+    """The pipeline's consumer went away (closed the results, or was interrupted)."""
+
+
+#: Per thread: an Event that, once set, stops :func:`_denoise_one` before its next pass.
+_CANCEL = threading.local()
+
+
 def _denoise_one(
     model: AutoEncoder,
     x: np.ndarray,
@@ -644,6 +657,9 @@ def _denoise_one(
     model.eval()
     try:
         for k in range(0, len(jobs), per_pass):
+            cancel = getattr(_CANCEL, "event", None)
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
             chunk = jobs[k : k + per_pass]
             batch = np.stack(
                 [stack[g, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for g, i, j in chunk]
@@ -980,11 +996,35 @@ def _pipeline(
         write_image(dst, src, pixels)
 
     ahead = 2 * workers
-    with ThreadPoolExecutor(workers) as pool:
+    # The model runs in one compute thread; this generator hands out each image's result as
+    # soon as its file is written (rows stream while the next image is being denoised).
+    done: queue.Queue[tuple[DenoiseResult, Future[None] | None] | BaseException | None]
+    done = queue.Queue()
+    slots = threading.Semaphore(ahead + 1)  # results not yet handed out: bounds the memory
+    stop = threading.Event()
+
+    def compute(pool: ThreadPoolExecutor) -> None:
+        _CANCEL.event = stop  # checked between forward passes (see _denoise_one)
+        try:
+            _compute(pool)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
+            done.put(exc)
+        finally:
+            done.put(None)
+
+    def emit(item: tuple[DenoiseResult, Future[None] | None]) -> bool:
+        while not slots.acquire(timeout=0.1):
+            if stop.is_set():
+                return False
+        done.put(item)
+        return True
+
+    def _compute(pool: ThreadPoolExecutor) -> None:
         todo = iter(refs)
         decoding: deque[tuple[ImageRef, DenoiseResult | tuple[Path, Future[SourceImage]]]]
         decoding = deque()
-        writing: deque[tuple[DenoiseResult, Future[None] | None]] = deque()
 
         def refill() -> None:
             while len(decoding) < ahead:
@@ -996,43 +1036,23 @@ def _pipeline(
                     (ref, p if isinstance(p, DenoiseResult) else (p, pool.submit(decode, ref)))
                 )
 
-        def finish(block: bool) -> Iterator[DenoiseResult]:
-            while writing and (block or writing[0][1] is None or writing[0][1].done()):
-                res, fut = writing.popleft()
-                if fut is not None:
-                    try:
-                        fut.result()
-                    except (OSError, ValueError, ImageError, OutputError) as exc:
-                        if strict:
-                            raise ImageError(
-                                f"{res.ref.path}: cannot write {res.dst}: {exc}"
-                            ) from None
-                        res.status, res.error = "error", f"cannot write {res.dst}: {_reason(exc)}"
-                        res.psnr_in = res.psnr_out = res.ssim_in = res.ssim_out = None
-                yield res
-
         refill()
-        while decoding:
+        while decoding and not stop.is_set():
             ref, job = decoding.popleft()
             refill()
             if isinstance(job, DenoiseResult):
                 if strict and job.status == "error":
-                    yield from finish(block=True)  # rows of the images already written first
                     raise OutputError(f"{ref.path}: {job.error}")
-                writing.append((job, None))
+                item: tuple[DenoiseResult, Future[None] | None] = (job, None)
             else:
                 dst, fut = job
                 try:
                     src = fut.result()
                 except ImageError as exc:
                     if strict:
-                        yield from finish(block=True)
                         raise
-                    msg = str(exc)
-                    prefix = f"{ref.path}: "
-                    writing.append(
-                        (DenoiseResult(ref, dst, "error", error=msg.removeprefix(prefix)), None)
-                    )
+                    msg = str(exc).removeprefix(f"{ref.path}: ")
+                    item = (DenoiseResult(ref, dst, "error", error=msg), None)
                 else:
                     t0 = time.perf_counter()
                     den = denoise_array(
@@ -1051,6 +1071,30 @@ def _pipeline(
                         else:
                             res.psnr_in, res.psnr_out = psnr(clean, src.pixels), psnr(clean, den)
                             res.ssim_in, res.ssim_out = ssim(clean, src.pixels), ssim(clean, den)
-                    writing.append((res, pool.submit(write, dst, src, den)))
-            yield from finish(block=len(writing) > ahead)
-        yield from finish(block=True)
+                    item = (res, pool.submit(write, dst, src, den))
+            if not emit(item):
+                return
+
+    with ThreadPoolExecutor(workers) as pool:
+        worker = threading.Thread(target=compute, args=(pool,), name="aetool-denoise", daemon=True)
+        worker.start()
+        try:
+            while (got := done.get()) is not None:
+                if isinstance(got, BaseException):
+                    raise got
+                res, fut = got
+                if fut is not None:
+                    try:
+                        fut.result()
+                    except (OSError, ValueError, ImageError, OutputError) as exc:
+                        if strict:
+                            raise ImageError(
+                                f"{res.ref.path}: cannot write {res.dst}: {exc}"
+                            ) from None
+                        res.status, res.error = "error", f"cannot write {res.dst}: {_reason(exc)}"
+                        res.psnr_in = res.psnr_out = res.ssim_in = res.ssim_out = None
+                slots.release()
+                yield res
+        finally:
+            stop.set()  # the compute thread stops at its next forward pass
+            worker.join()

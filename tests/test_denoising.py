@@ -616,3 +616,43 @@ def test_model_file_and_bundled_model(tmp_path: Path) -> None:
     assert load_model(path).model.fully_convolutional
     with pytest.raises(ModelFileError, match="missing from this installation"):
         bundled_model_path("no-such-model.safetensors")
+
+
+def test_results_stream_while_the_next_image_is_being_denoised(tmp_path: Path) -> None:
+    import threading
+
+    first_received = threading.Event()
+    waited: list[bool] = []
+
+    class Gate(IdentityModel):
+        """Denoising the second image waits until the first result has reached the caller."""
+
+        calls = 0
+
+        def forward(self, x: Tensor) -> Tensor:
+            Gate.calls += 1
+            if Gate.calls == 2:
+                waited.append(first_received.wait(timeout=30))
+            return x * self.scale
+
+    for name in ("a.png", "b.png"):
+        _make(tmp_path / "in" / name, np.full((8, 8), 50, np.uint8))
+    results = denoise_images([tmp_path / "in"], tmp_path / "out", Gate().eval(), device="cpu")
+    first = next(results)
+    assert first.status == "written" and first.dst.exists()
+    first_received.set()
+    assert [r.status for r in results] == ["written"]
+    assert waited == [True]  # the first row did not wait for the second image
+
+
+def test_closing_the_results_early_stops_the_pipeline(tmp_path: Path) -> None:
+    for i in range(20):
+        _make(tmp_path / "in" / f"{i:02d}.png", np.full((8, 8), 50, np.uint8))
+    results = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    assert next(results).status == "written"
+    results.close()  # the consumer stops: no thread is left running, no more files appear
+    n = len(list((tmp_path / "out").iterdir()))
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "aetool-denoise"]
+    assert n <= 12 and len(list((tmp_path / "out").iterdir())) == n  # at most a few ahead
