@@ -60,7 +60,9 @@ from __future__ import annotations
 import math
 import os
 import queue
+import struct
 import threading
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -375,6 +377,17 @@ def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
     )
     with open(path, "wb") as f:
         writer.write_array(f, u16.transpose(1, 2, 0).reshape(-1))
+    if image.info.get("icc_profile"):
+        _insert_png_chunk(path, b"iCCP", b"icc\x00\x00" + zlib.compress(image.info["icc_profile"]))
+
+
+def _insert_png_chunk(path: Path, kind: bytes, data: bytes) -> None:
+    """Put one ancillary chunk right after IHDR (pypng writes no ICC profile)."""
+    raw = path.read_bytes()
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    chunk = struct.pack(">I", len(data)) + kind + data
+    chunk += struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(raw[:ihdr_end] + chunk + raw[ihdr_end:])
 
 
 def _gray_palette(img: Image.Image) -> bool:

@@ -394,7 +394,8 @@ def test_sixteen_bit_colour_and_gray_alpha_pngs_stay_sixteen_bit(
         png.Writer(10, 12, greyscale=planes <= 2, alpha=alpha, bitdepth=16).write_array(
             f, src.reshape(-1)
         )
-    assert read_image(tmp_path / "in/x.png").mode == mode
+    src_image = read_image(tmp_path / "in/x.png")
+    assert src_image.mode == mode
     model = create_model("test-identity")
     with torch.no_grad():
         model.scale.fill_(0.5)
@@ -656,3 +657,28 @@ def test_closing_the_results_early_stops_the_pipeline(tmp_path: Path) -> None:
 
     assert not [t for t in threading.enumerate() if t.name == "aetool-denoise"]
     assert n <= 12 and len(list((tmp_path / "out").iterdir())) == n  # at most a few ahead
+
+
+def test_sixteen_bit_colour_png_keeps_its_icc_profile(tmp_path: Path) -> None:
+    import png
+    from PIL import ImageCms
+
+    (tmp_path / "in").mkdir()
+    src = np.random.default_rng(0).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    with open(tmp_path / "in/x.png", "wb") as f:
+        png.Writer(5, 6, greyscale=False, bitdepth=16).write_array(f, src.reshape(-1))
+    from aetool.denoising import _insert_png_chunk
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    import zlib
+
+    _insert_png_chunk(tmp_path / "in/x.png", b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+    assert read_image(tmp_path / "in/x.png").info["icc_profile"] == icc
+    (r,) = denoise_images(
+        [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+    )
+    with Image.open(r.dst) as out:
+        assert out.info.get("icc_profile") == icc
+    width, height, rows, meta = png.Reader(filename=str(r.dst)).asDirect()
+    out16 = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, 3)
+    np.testing.assert_array_equal(out16, src)  # identity model: all 16 bits back
