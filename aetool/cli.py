@@ -1111,8 +1111,12 @@ def _denoiser_doubts(path: Path) -> list[str]:
 
     meta = read_metadata(path)
     out = []
-    noise = (meta.get("training") or {}).get("noise")
-    if not noise or str(noise).lower() == "none":
+    training = meta.get("training") or {}
+    noise = training.get("noise")
+    untrained_on_noise = (
+        str(noise).lower() == "none" if training else meta.get("arch") != "denoiser"
+    )
+    if untrained_on_noise or (training and not noise):
         out.append(
             f"{path} was trained without input noise: it is not a denoiser, and its output is "
             "its reconstruction of each image (often blurrier, not cleaner); train one with "

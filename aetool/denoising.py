@@ -43,10 +43,12 @@ for the model and back (NaN and inf pixels are written back unchanged);
 ``RGBA``/``LA`` keep their alpha channel; palette images are written as RGB
 (or RGBA with transparency, L when the palette is gray); bilevel (``1``) as L;
 CMYK/YCbCr as RGB. JPEG and WebP are written at quality 95; ICC profiles, DPI
-and EXIF are kept. EXIF orientation is applied, so the pixels are written
-upright (and the kept EXIF says so). Refused, with the reason in the error
+and EXIF (of JPEG, WebP and PNG files; a TIFF's tags are not copied) are kept,
+and only the ICC profile for 16-bit colour PNGs. EXIF orientation is applied,
+so the pixels are written upright (and the kept EXIF says so). Refused, with the reason in the error
 row, rather than degraded: images with several frames (animated GIFs,
-multi-page TIFFs) and 16-bit colour TIFFs.
+multi-page TIFFs; an MPO photo's extra views and a TIFF's thumbnail pages do
+not count, the main picture is denoised) and 16-bit colour TIFFs.
 
 Noise estimate: ``sigma_est`` is the standard deviation of Gaussian noise in
 [0, 1] units (multiply by 255 for 8-bit levels), from the median absolute
@@ -234,7 +236,10 @@ def _kept_info(info: dict[str, Any], exif: Image.Exif | None = None) -> dict[str
     kept = {k: info[k] for k in ("icc_profile", "dpi") if info.get(k)}
     if exif is not None and len(exif):
         exif[0x0112] = 1  # the pixels are written upright
-        kept["exif"] = exif.tobytes()
+        try:
+            kept["exif"] = exif.tobytes()
+        except Exception:  # Pillow parsed it but cannot write it back: drop it  # noqa: BLE001
+            pass
     if info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"):
         kept["compression"] = info["compression"]
     return kept
@@ -252,14 +257,14 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as probe:
             mode, fmt, info = probe.mode, probe.format, dict(probe.info)
-            frames = getattr(probe, "n_frames", 1)
+            frames = _frames(probe)
             if frames > 1:
                 raise ImageError(
                     f"{path}: has {frames} frames; only single-frame images are denoised "
                     "(split it into one file per frame)"
                 )
-            raw = getattr(getattr(probe, "png", None), "im_rawmode", "")  # before getexif
-            exif = _exif(probe)
+            raw = getattr(getattr(probe, "png", None), "im_rawmode", "")
+            exif = _exif(info, fmt)
             if mode in ("F", "I"):
                 wide = _read_wide(path, probe, fmt, _kept_info(info, exif))
                 if wide is not None:
@@ -304,9 +309,34 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     return SourceImage(pixels, None, out_mode, fmt, _kept_info(info, exif))
 
 
-def _exif(img: Image.Image) -> Image.Exif | None:
+def _frames(img: Image.Image) -> int:
+    """Frames that are pictures of their own: an MPO's extra views and a TIFF's
+    reduced-resolution pages (thumbnails, NewSubfileType bit 0) do not count."""
+    n = int(getattr(img, "n_frames", 1))
+    if n <= 1 or img.format == "MPO":
+        return 1
+    if img.format != "TIFF":
+        return n
+    pages = 0
     try:
-        exif = img.getexif()
+        for i in range(n):
+            img.seek(i)
+            if not int(img.tag_v2.get(254, 0)) & 1:
+                pages += 1
+    finally:
+        img.seek(0)
+    return pages
+
+
+def _exif(info: dict[str, Any], fmt: str | None) -> Image.Exif | None:
+    """The file's EXIF block (JPEG, WebP, PNG eXIf), parsed; None for TIFF, whose "EXIF"
+    is its own first directory (pixel layout tags that must not be copied)."""
+    raw = info.get("exif")
+    if fmt == "TIFF" or not raw or not isinstance(raw, bytes):
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
     except Exception:  # a broken EXIF block is not worth a failed image  # noqa: BLE001
         return None
     return exif if len(exif) else None
@@ -325,7 +355,9 @@ def _read_wide(
     lo, hi = float(arr[finite].min()), float(arr[finite].max())
     top = 1.0 if probe.mode == "F" else 65535.0
     if lo >= 0 and hi <= top:
-        return None
+        if finite.all():
+            return None  # the usual path keeps it exactly
+        lo, hi = 0.0, top  # same scale, only the NaN/inf pixels need keeping
     span = hi - lo or 1.0
     pixels = ((np.where(finite, arr, lo) - lo) / span).astype(np.float32)[None]
     bad = np.flatnonzero(~finite)
@@ -350,7 +382,8 @@ def _read_png16(path: Path, info: dict[str, Any]) -> SourceImage:
     import png
 
     try:
-        width, height, rows, meta = png.Reader(filename=str(path)).asDirect()
+        # read(), not asDirect(): the stored 16-bit values, not shifted down to an sBIT depth
+        width, height, rows, meta = png.Reader(filename=str(path)).read()
         arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
     except (png.Error, OSError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
@@ -850,6 +883,15 @@ def _as_model(model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None, 
     return place(model, device)
 
 
+def _stored_range(image: SourceImage) -> tuple[float, float]:
+    """The stored values that ``image.pixels`` 0 and 1 stand for."""
+    if image.value_range is not None:
+        return image.value_range
+    if image.mode == "F":
+        return 0.0, 1.0
+    return (0.0, 65535.0) if "16" in image.mode or image.mode == "I" else (0.0, 255.0)
+
+
 def _reference_for(ref_dir: Path, relpath: str, src: SourceImage) -> np.ndarray:
     path = output_path(ref_dir, relpath)
     if not path.exists():
@@ -857,11 +899,9 @@ def _reference_for(ref_dir: Path, relpath: str, src: SourceImage) -> np.ndarray:
     clean = read_image(path)
     px = clean.pixels
     if clean.value_range is not None or src.value_range is not None:
-        # compare in the noisy image's [0, 1] mapping of its value range
-        lo_c, hi_c = clean.value_range or (0.0, 1.0 if clean.mode == "F" else 65535.0)
-        lo, hi = src.value_range or (0.0, 1.0 if src.mode == "F" else 65535.0)
-        if clean.value_range is None and clean.mode not in ("F", "I", "I;16"):
-            lo_c, hi_c = 0.0, 1.0
+        # compare in the noisy image's mapping of its own value range to [0, 1]
+        lo_c, hi_c = _stored_range(clean)
+        lo, hi = _stored_range(src)
         px = ((px * (hi_c - lo_c) + lo_c - lo) / ((hi - lo) or 1.0)).astype(np.float32)
     if px.shape[0] != src.pixels.shape[0]:
         px = (
@@ -978,9 +1018,7 @@ def _pipeline(
 
     def plan(ref: ImageRef) -> DenoiseResult | Path:
         if _inside(_real(ref.path), real_out):  # a symlink in an input folder leads into OUT
-            return DenoiseResult(
-                ref, None, "error", error=f"is inside the output folder {out} (through a symlink)"
-            )
+            return DenoiseResult(ref, None, "error", error=f"is inside the output folder {out}")
         rel = ref.relpath
         if ref.root is None and ".." in PurePosixPath(rel).parts:
             rel = PurePosixPath(rel).name  # a named file outside the working folder, as absolute
@@ -1019,6 +1057,8 @@ def _pipeline(
     def compute(pool: ThreadPoolExecutor) -> None:
         _CANCEL.event = stop  # checked between forward passes (see _denoise_one)
         try:
+            if dev.type == "cuda":
+                torch.cuda.set_device(dev)  # a new thread starts on device 0
             _compute(pool)
         except _Cancelled:
             pass

@@ -259,6 +259,9 @@ def test_a_model_trained_without_noise_is_flagged(
     assert "not a denoiser" in res.stderr and "takes fixed 8x8 inputs" in res.stderr
     res = _run("denoise", str(folder / "a"), str(tmp_path / "o3"))  # the bundled denoiser
     assert res.exit_code == 0 and "warning" not in res.stderr
+    unet = save_model(tmp_path / "unet.safetensors", create_model("denoiser", base_channels=4), {})
+    res = _run("denoise", str(folder / "a"), str(tmp_path / "o4"), "-m", str(unet))
+    assert res.exit_code == 0 and "warning" not in res.stderr  # saved from Python: no record
 
 
 def test_outputs_reached_through_a_symlink_in_the_input_are_not_denoised_again(

@@ -682,3 +682,68 @@ def test_sixteen_bit_colour_png_keeps_its_icc_profile(tmp_path: Path) -> None:
     width, height, rows, meta = png.Reader(filename=str(r.dst)).asDirect()
     out16 = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, 3)
     np.testing.assert_array_equal(out16, src)  # identity model: all 16 bits back
+
+
+def test_tiff_tags_are_not_copied_onto_converted_pixels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    pal = Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16
+    )
+    pal.save(tmp_path / "in/pal.tif")
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).convert("CMYK").save(
+        tmp_path / "in/cmyk.tif"
+    )
+    rows = list(
+        denoise_images(
+            [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+        )
+    )
+    assert [r.status for r in rows] == ["written", "written"]
+    for r in rows:
+        with Image.open(r.dst) as out:
+            out.load()
+            assert out.mode == "RGB" and out.size == (12, 10)
+    with Image.open(tmp_path / "in/pal.tif") as src:
+        expected = np.asarray(src.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out/pal.tif")), expected)
+
+
+def test_sixteen_bit_png_with_fewer_significant_bits_keeps_its_values(tmp_path: Path) -> None:
+    import png
+
+    from aetool.denoising import _insert_png_chunk
+
+    (tmp_path / "in").mkdir()
+    src = (np.random.default_rng(1).integers(0, 4096, (6, 5, 3)) << 4).astype(np.uint16)
+    with open(tmp_path / "in/x.png", "wb") as f:
+        png.Writer(5, 6, greyscale=False, bitdepth=16).write_array(f, src.reshape(-1))
+    _insert_png_chunk(tmp_path / "in/x.png", b"sBIT", bytes([12, 12, 12]))  # 12 of 16 bits
+    (r,) = denoise_images(
+        [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+    )
+    _, _, rows, _ = png.Reader(filename=str(r.dst)).read()
+    out = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(6, 5, 3)
+    np.testing.assert_array_equal(out, src)
+
+
+def test_an_mpo_photo_is_denoised_as_its_main_picture(tmp_path: Path) -> None:
+    views = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (60, 200)]
+    (tmp_path / "in").mkdir()
+    views[0].save(tmp_path / "in/photo.jpg", format="MPO", save_all=True, append_images=views[1:])
+    with Image.open(tmp_path / "in/photo.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    assert r.status == "written"
+    assert abs(float(np.asarray(Image.open(r.dst)).mean()) - 60) < 3
+
+
+def test_nan_pixels_of_a_float_image_in_0_1_are_kept(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).random((6, 7)).astype(np.float32)
+    x[1, 2], x[3, 4] = np.nan, np.inf
+    _make(tmp_path / "in/f.tif", x)
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    out = np.asarray(Image.open(r.dst))
+    assert np.isnan(out[1, 2]) and np.isposinf(out[3, 4])
+    finite = np.isfinite(x)
+    np.testing.assert_allclose(out[finite], x[finite], atol=1e-6)
