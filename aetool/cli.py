@@ -1289,8 +1289,8 @@ def export_cmd(
 @click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_option
 @click.option(
-    "--steps", type=click.IntRange(2), default=7, show_default=True,
-    help="Frames, endpoints included.",
+    "--steps", type=click.IntRange(2, 256), default=7, show_default=True,
+    help="Frames, endpoints included (2-256).",
 )  # fmt: skip
 @click.option(
     "-o",

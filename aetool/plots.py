@@ -508,7 +508,7 @@ def latent_map_png(
         xlabel, ylabel = "image index", "z[0]"
     elif z.shape[1] == 2:
         xy = z
-    elif z.shape[0] >= 2:
+    elif z.shape[0] >= 2 and float(np.ptp(z, axis=0).max()) > 0:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=2, svd_solver="full").fit(z)

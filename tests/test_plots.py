@@ -193,3 +193,15 @@ def test_save_png_is_atomic_and_accepts_images_and_bytes(tmp_path, rng):
     umask = os.umask(0)
     os.umask(umask)
     assert a.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_latent_map_of_identical_codes_has_no_nan_axis_labels() -> None:
+    import warnings
+
+    from aetool.plots import latent_map_png
+
+    z = np.ones((4, 5), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's division warning would fail here
+        png = latent_map_png(z, ["a", "a", "b", "b"], title="same")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
