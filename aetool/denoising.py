@@ -491,12 +491,17 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
         pil = pil.convert("RGB")
     target = Path(path)
     with atomic_path(target) as tmp:
-        try:
-            pil.save(tmp, format=image.format, **opts)
-        except (OSError, ValueError, TypeError):
-            if not opts:
-                raise
-            pil.save(tmp, format=image.format)  # drop options the encoder refuses
+        # Metadata the encoder refuses (an EXIF block over JPEG's 64 KB, say) is dropped
+        # first; the encoding options (quality, compression) go only if that is not enough.
+        essential = {k: v for k, v in opts.items() if k in ("quality", "compression")}
+        attempts = [opts] + ([essential] if essential != opts else []) + ([{}] if essential else [])
+        for n, attempt in enumerate(attempts):
+            try:
+                pil.save(tmp, format=image.format, **attempt)
+                break
+            except (OSError, ValueError, TypeError):
+                if n == len(attempts) - 1:
+                    raise
         os.chmod(tmp, 0o666 & ~UMASK)  # temp files are created 0600; outputs are ordinary files
     return target
 

@@ -747,3 +747,19 @@ def test_nan_pixels_of_a_float_image_in_0_1_are_kept(tmp_path: Path) -> None:
     assert np.isnan(out[1, 2]) and np.isposinf(out[3, 4])
     finite = np.isfinite(x)
     np.testing.assert_allclose(out[finite], x[finite], atol=1e-6)
+
+
+def test_metadata_the_encoder_refuses_is_dropped_but_quality_kept(tmp_path: Path) -> None:
+    from aetool.denoising import SourceImage, write_image
+
+    pixels = np.random.default_rng(4).random((3, 16, 16)).astype(np.float32)
+    src = SourceImage(pixels, None, "RGB", "JPEG", {"exif": b"Exif\x00\x00" + bytes(70_000)})
+    with pytest.raises(ValueError):  # JPEG's EXIF segment holds at most 64 KB
+        Image.new("RGB", (4, 4)).save(tmp_path / "probe.jpg", exif=src.info["exif"])
+    out = write_image(tmp_path / "x.jpg", src, pixels)
+    Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(
+        tmp_path / "q95.jpg", quality=95
+    )
+    with Image.open(out) as written, Image.open(tmp_path / "q95.jpg") as ref:
+        assert written.quantization == ref.quantization  # still quality 95
+        assert "exif" not in written.info
