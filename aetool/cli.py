@@ -970,11 +970,12 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     "for models trained on rotated patches (+0.15 dB PSNR at 8 with the bundled model).",
 )  # fmt: skip
 @click.option(
-    "--color", type=click.Choice(["opponent", "channels"]), default="opponent",
+    "--color", type=click.Choice(["auto", "opponent", "channels"]), default="auto",
     show_default=True,
     help="How a grayscale model treats colour images: in an opponent colour space "
     "(luminance + 2 colour differences; cleaner on photos) or R, G, B one by one "
-    "(for unrelated channels such as fluorescence stains).",
+    "(for unrelated channels such as fluorescence stains, and JPEGs with subsampled "
+    "colour); auto: channels for such JPEGs, opponent otherwise.",
 )  # fmt: skip
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True

@@ -763,3 +763,25 @@ def test_metadata_the_encoder_refuses_is_dropped_but_quality_kept(tmp_path: Path
     with Image.open(out) as written, Image.open(tmp_path / "q95.jpg") as ref:
         assert written.quantization == ref.quantization  # still quality 95
         assert "exif" not in written.info
+
+
+def test_auto_colour_uses_channels_for_jpegs_with_subsampled_colour(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(6).integers(40, 200, (16, 16, 3), dtype=np.uint8)
+    _make(tmp_path / "in/sub.jpg", rgb, quality=95, subsampling=2)  # 4:2:0
+    _make(tmp_path / "in/full.jpg", rgb, quality=95, subsampling=0)  # 4:4:4
+    _make(tmp_path / "in/lossless.png", rgb)
+    flags = {p.name: read_image(p).chroma_subsampled for p in sorted((tmp_path / "in").iterdir())}
+    assert flags == {"full.jpg": False, "lossless.png": False, "sub.jpg": True}
+    model = create_model("test-identity")
+    with torch.no_grad():
+        model.scale.fill_(0.5)  # halving R, G, B differs from halving the opponent planes
+    rows = {
+        r.ref.path.name: r
+        for r in denoise_images([tmp_path / "in"], tmp_path / "out", model.eval(), device="cpu")
+    }
+    for name, color in (("sub.jpg", "channels"), ("full.jpg", "opponent")):
+        src = read_image(tmp_path / "in" / name)
+        expected = denoise_array(model, src.pixels, color=color)
+        other = denoise_array(model, src.pixels, color=({"channels", "opponent"} - {color}).pop())
+        got = read_image(rows[name].dst).pixels
+        assert np.abs(got - expected).mean() < np.abs(got - other).mean() / 4, name
