@@ -1112,12 +1112,12 @@ def _denoiser_doubts(path: Path) -> list[str]:
 
     meta = read_metadata(path)
     out = []
-    training = meta.get("training") or {}
-    noise = training.get("noise")
-    untrained_on_noise = (
-        str(noise).lower() == "none" if training else meta.get("arch") != "denoiser"
-    )
-    if untrained_on_noise or (training and not noise):
+    training = meta.get("training")
+    if training:  # recorded by `aetool train`: its --noise (absent or "none" without one)
+        no_noise = str(training.get("noise") or "none").lower() == "none"
+    else:  # saved from Python without a record: only the denoiser architecture is one
+        no_noise = meta.get("arch") != "denoiser"
+    if no_noise:
         out.append(
             f"{path} was trained without input noise: it is not a denoiser, and its output is "
             "its reconstruction of each image (often blurrier, not cleaner); train one with "

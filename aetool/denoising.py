@@ -276,14 +276,13 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
             exif = _exif(info, fmt)
             subsampled = fmt in ("JPEG", "MPO") and JpegImagePlugin.get_sampling(probe) in (1, 2)
             if mode in ("F", "I"):
-                wide = _read_wide(path, probe, fmt, _kept_info(info, exif))
-                if wide is not None:
-                    return wide
+                return _read_wide(path, probe, fmt, _kept_info(info, exif))
             if fmt == "PNG" and raw in _PNG16_MODES:
                 return _read_png16(path, info)
-            if fmt == "TIFF" and mode in ("RGB", "RGBA") and _tiff_bits(probe) > 8:
+            bits = _tiff_bits(probe) if fmt == "TIFF" else 8
+            if mode in ("RGB", "RGBA") and bits > 8:
                 raise ImageError(
-                    f"{path}: {_tiff_bits(probe)}-bit colour TIFF is not supported (it would be "
+                    f"{path}: {bits}-bit colour TIFF is not supported (it would be "
                     "written back with 8 bits); save it as a 16-bit PNG or split the channels"
                 )
             has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in info)
@@ -308,10 +307,8 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
             _kept_info(info, exif),
         )  # fmt: skip
     pixels = decode_image(path)  # full precision, EXIF orientation applied
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         out_mode = "I;16"
-    elif mode == "F":
-        out_mode = "F"
     elif pixels.shape[0] == 1:
         out_mode = "L"
     else:
@@ -354,11 +351,10 @@ def _exif(info: dict[str, Any], fmt: str | None) -> Image.Exif | None:
     return exif if len(exif) else None
 
 
-def _read_wide(
-    path: Path, probe: Image.Image, fmt: str | None, kept: dict[str, Any]
-) -> SourceImage | None:
-    """A float or 32-bit integer image whose values leave [0, 1] (0..65535 for integers),
-    mapped from its own value range to [0, 1]; None when the usual path keeps it exactly."""
+def _read_wide(path: Path, probe: Image.Image, fmt: str | None, kept: dict[str, Any]):
+    """A float (``F``) or 32-bit integer (``I``) image. Values in [0, 1] (0..65535 for
+    integers) are taken as they are, and integers then written back as 16-bit; otherwise
+    they are mapped from the image's own value range to [0, 1] and back when written."""
     img = ImageOps.exif_transpose(probe) or probe
     arr = np.asarray(img, dtype=np.float64)
     finite = np.isfinite(arr)
@@ -368,7 +364,9 @@ def _read_wide(
     top = 1.0 if probe.mode == "F" else 65535.0
     if lo >= 0 and hi <= top:
         if finite.all():
-            return None  # the usual path keeps it exactly
+            pixels = np.ascontiguousarray((arr / top).astype(np.float32)[None])
+            mode = "F" if probe.mode == "F" else "I;16"
+            return SourceImage(pixels, None, mode, _format_for(path, fmt), kept)
         lo, hi = 0.0, top  # same scale, only the NaN/inf pixels need keeping
     span = hi - lo or 1.0
     pixels = ((np.where(finite, arr, lo) - lo) / span).astype(np.float32)[None]
