@@ -111,6 +111,10 @@ def cli() -> None:
 
     Train on a folder of normal images, then score, denoise or export. Data is
     written to stdout (CSV by default); progress and reports go to stderr.
+
+    Exit codes: 0 success, 1 error, 2 bad usage, 3 anomalies found (score
+    --fail-on-anomaly), 4 some inputs failed and the others were done,
+    130 interrupted.
     """
 
 
@@ -858,6 +862,7 @@ def score_cmd(
         )
     if fail_on_anomaly and report["counts"]["anomalies"]:
         sys.exit(3)
+    _exit_partial(console, report["counts"]["unreadable"], "scored", "scored")
 
 
 # ---------------------------------------------------------------------------
@@ -1097,11 +1102,15 @@ def denoise_cmd(
     console.print(table)
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
-    failed = summary.errors + len(missing)
+    _exit_partial(console, summary.errors + len(missing), "denoised", "written")
+
+
+def _exit_partial(console: Any, failed: int, verb: str, others: str) -> None:
+    """Exit with EXIT_PARTIAL, after a one-line warning, when some inputs failed."""
     if failed:
         console.print(
-            f"[yellow]warning:[/] {failed} input(s) could not be denoised (exit code "
-            f"{EXIT_PARTIAL}; the others were written)"
+            f"[yellow]warning:[/] {failed} input(s) could not be {verb} (exit code "
+            f"{EXIT_PARTIAL}; the others were {others})"
         )
         sys.exit(EXIT_PARTIAL)
 
@@ -1283,6 +1292,7 @@ def export_cmd(
     )
     if n == 0 and refs:
         raise click.ClickException("no image could be encoded")
+    _exit_partial(console, len(failed) + len(missing), "encoded", "exported")
 
 
 @cli.command("interpolate", short_help="Decode the straight line between two images' codes.")
@@ -1382,7 +1392,7 @@ def latent_map_cmd(
     loaded = _load_model_arg(console, model, device)
     require_vector_latent(loaded, "latent-map")
     paths = _input_paths(inputs, "latent-map")
-    _, refs, _ = _refs_and_shard(console, paths, None, strict)
+    _, refs, missing = _refs_and_shard(console, paths, None, strict)
     _refuse_input_as_output([output], (r.path for r in refs))
     labels_all = folder_labels([r.relpath for r in refs])
     label_of = dict(zip((r.path for r in refs), labels_all, strict=True))
@@ -1405,6 +1415,7 @@ def latent_map_cmd(
         tmp.write_bytes(png)
     console.print(f"Mapped {len(codes)} latent code(s) of dimension {len(codes[0])}")
     click.echo(str(output))
+    _exit_partial(console, len(skipped) + len(missing), "encoded", "mapped")
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ model; ``--dtype float32`` keeps them as trained.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import platform
@@ -64,7 +65,7 @@ import torch.nn.functional as F
 
 import aetool
 from aetool.devices import place
-from aetool.modelfile import save_model
+from aetool.modelfile import ModelFileError, load_model, save_model
 from aetool.models import AutoEncoder, create_model
 
 OUT = Path(__file__).resolve().parent.parent / "aetool" / "pretrained" / "denoiser-gray.safetensors"
@@ -111,6 +112,7 @@ class Recipe:
     grad_clip: float = 1.0
     stop_at: int | None = None  # stop after this many steps of the ``steps``-long schedule
     stopped_by_deadline: bool = False  # --time-budget's deadline set stop_at
+    init: str | None = None  # file name of the weights training started from (--init)
 
 
 def to_gray(x: np.ndarray) -> np.ndarray:
@@ -364,15 +366,34 @@ def main() -> None:
         "--save-pictures", type=Path, default=None, metavar="NPZ",
         help="write the training and validation pictures to NPZ and exit",
     )  # fmt: skip
+    parser.add_argument(
+        "--init", type=Path, default=None, metavar="MODEL",
+        help="start from this denoiser model file's weights (and architecture): fine-tuning",
+    )  # fmt: skip
     arch = parser.add_argument_group("architecture (defaults: the bundled model's)")
     for key in ARCH_KEYS:
-        arch.add_argument("--" + key.replace("_", "-"), type=int, default=ARCH_ARGS[key])
+        arch.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     args = parser.parse_args()
     if args.save_pictures is not None:
         save_pictures(args.save_pictures)
         print(f"wrote {args.save_pictures}", file=sys.stderr)
         return
-    arch_args = ARCH_ARGS | {k: getattr(args, k) for k in ARCH_KEYS}
+    given = {k: getattr(args, k) for k in ARCH_KEYS if getattr(args, k) is not None}
+    init = None
+    if args.init is not None:
+        try:
+            init = load_model(args.init)
+        except (ModelFileError, OSError) as exc:
+            parser.error(f"--init: {exc}")
+        if init.metadata.get("arch") != "denoiser":
+            parser.error(
+                f"--init: {args.init} is a {init.metadata.get('arch')!r} model, not a denoiser"
+            )
+        if given:
+            parser.error("--init takes the architecture from its file; drop the architecture flags")
+        arch_args = dict(init.metadata["arch_args"])
+    else:
+        arch_args = ARCH_ARGS | given
     if args.output.exists() and not args.overwrite:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
     if args.patch_size % 2 ** arch_args["depth"]:
@@ -400,7 +421,7 @@ def main() -> None:
         steps=steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
         warmup=args.warmup if args.warmup is not None else min(1000, steps // 10),
         weight_power=args.weight_power, clip_prob=args.clip_prob, scale_aug=args.scale_aug,
-        stop_at=stop_at,
+        stop_at=stop_at, init=None if args.init is None else args.init.name,
     )  # fmt: skip
     images = load_pictures(TRAIN_IMAGES, args.pictures)
     val_images = load_pictures(VAL_IMAGES, args.pictures)
@@ -421,6 +442,11 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = make_model(arch_args, device)
+    val_before = None
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+        val_before = validation_psnr(model, val_images, device)
+        print(f"validation PSNR of --init: {val_before}", flush=True)
     sampler = PatchSampler(images, recipe, device, args.seed)
     deadline = None if args.time_budget is None else time.perf_counter() + 1.15 * args.time_budget
     t0 = time.perf_counter()
@@ -442,6 +468,14 @@ def main() -> None:
         "held_out": [f"skimage.data.{n}" for n in TEST_IMAGES],
         "validation_pictures": [f"skimage.data.{n} (top-left 512x512)" for n in VAL_IMAGES],
         "validation_psnr": val,
+        "init": None
+        if init is None
+        else {
+            "file": init.path.name,
+            "sha256": hashlib.sha256(init.path.read_bytes()).hexdigest(),
+            "validation_psnr": val_before,
+            "training": init.metadata.get("training"),
+        },
         "image_count": len(images),
         "train_count": len(images),
         "val_count": 0,

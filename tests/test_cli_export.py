@@ -134,7 +134,7 @@ def test_export_paths_from_stdin_and_unreadable(tmp_path: Path, dataset: Path, m
     listed = f"{dataset / 'good' / '0.png'}\n{dataset / 'crack'}\n{bad}\n"
     for args in (["-"], []):
         res = _run("export", *args, "-m", str(model_file), stdin=listed)
-        assert res.exit_code == 0, res.output
+        assert res.exit_code == 4, res.output  # the readable ones were exported
         assert len(_rows(res.stdout)) == 4  # 1 + 3 crack images; the broken file skipped
         assert "bad.png" in res.stderr and "1 unreadable or missing skipped" in res.stderr
     res = _run("export", "-m", str(model_file), "--strict", stdin=listed)
@@ -175,6 +175,20 @@ def test_latent_map_png(tmp_path: Path, dataset: Path, model_file: Path) -> None
     assert "Mapped 9 latent code(s) of dimension 3" in res.stderr
     again = _run("latent-map", str(dataset), "-m", str(model_file), "-o", str(out))
     assert again.exit_code == 2
+
+
+def test_latent_map_with_an_unreadable_input_exits_4(
+    tmp_path: Path, dataset: Path, model_file: Path
+) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    out = tmp_path / "map.png"
+    res = _run("latent-map", str(dataset), str(bad), "-m", str(model_file), "-o", str(out))
+    assert res.exit_code == 4, res.output
+    assert res.stdout.strip() == str(out) and Image.open(out).format == "PNG"
+    assert (
+        "Mapped 9 latent code(s)" in res.stderr and "1 input(s) could not be encoded" in res.stderr
+    )
 
 
 def test_outputs_never_replace_an_input_image_even_with_overwrite(

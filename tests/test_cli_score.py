@@ -158,7 +158,8 @@ def test_unreadable_file_mid_batch_becomes_an_error_row(
     folder = _corrupt_folder(tmp_path, score_tree)
     rep = tmp_path / "r.json"
     res = run([str(folder), "-m", str(score_model), "--batch-size", "4", "--report", str(rep)])
-    assert res.exit_code == 0, res.stderr
+    assert res.exit_code == 4, res.stderr  # the others were scored; one input failed
+    assert "1 input(s) could not be scored (exit code 4" in res.stderr
     header, rows = parse_csv(res.stdout)
     assert header == COLUMNS_UNLABELLED
     assert [Path(r["path"]).name for r in rows] == [f"{c}.png" for c in "abcdef"]
@@ -187,7 +188,7 @@ def test_strict_makes_an_unreadable_file_fatal(
 def test_missing_stdin_path_is_a_row(score_tree: Path, score_model: Path) -> None:
     good = sorted(str(p) for p in (score_tree / "test" / "good").glob("*.png"))[:2]
     res = run(["-m", str(score_model)], input="\n".join([good[0], "nope/x.png", good[1]]))
-    assert res.exit_code == 0, res.stderr
+    assert res.exit_code == 4, res.stderr
     rows = parse_csv(res.stdout)[1]
     assert len(rows) == 3
     missing = [r for r in rows if r["path"] == "nope/x.png"]
@@ -318,3 +319,12 @@ def test_closed_pipe_ends_quietly(score_tree: Path, score_model: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_fail_on_anomaly_outranks_partial_failure(
+    tmp_path: Path, score_tree: Path, score_model: Path
+) -> None:
+    folder = _corrupt_folder(tmp_path, score_tree)
+    args = [str(folder), "-m", str(score_model), "--threshold", "0"]
+    assert run(args).exit_code == 4  # every readable image is flagged, one is unreadable
+    assert run([*args, "--fail-on-anomaly"]).exit_code == 3
