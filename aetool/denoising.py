@@ -81,7 +81,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin
 
 from aetool.devices import fast_layout, place, resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
@@ -207,7 +207,8 @@ class SourceImage:
             or ``RGB;16``, ``RGBA;16``, ``LA;16``: 16-bit colour or gray+alpha PNGs,
             which Pillow would cut to 8 bits, read and written with pypng.
         format: Pillow format name (``PNG``, ``JPEG``, ``TIFF``, ...).
-        info: save options to keep (ICC profile, DPI, EXIF, TIFF compression).
+        info: save options to keep (ICC profile, DPI, EXIF, PNG text chunks, TIFF
+            compression, lossless WebP).
         value_range: for float (``F``) and 32-bit integer (``I``) images whose
             values leave [0, 1] (or 0..65535): the ``(low, high)`` mapped to
             [0, 1] for the model, and mapped back when writing.
@@ -242,7 +243,7 @@ def _format_for(path: Path, fmt: str | None) -> str:
 
 
 def _kept_info(info: dict[str, Any], exif: Image.Exif | None = None) -> dict[str, Any]:
-    kept = {k: info[k] for k in ("icc_profile", "dpi") if info.get(k)}
+    kept = {k: info[k] for k in ("icc_profile", "dpi", "png_text", "lossless") if info.get(k)}
     if exif is not None and len(exif):
         exif[0x0112] = 1  # the pixels are written upright
         try:
@@ -274,6 +275,11 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
                 )
             raw = getattr(getattr(probe, "png", None), "im_rawmode", "")
             exif = _exif(info, fmt)
+            text = getattr(getattr(probe, "png", None), "im_text", None)
+            if fmt == "PNG" and text:
+                info["png_text"] = dict(text)  # the text chunks before the pixels
+            if fmt == "WEBP" and _webp_lossless(path):
+                info["lossless"] = True
             subsampled = fmt in ("JPEG", "MPO") and JpegImagePlugin.get_sampling(probe) in (1, 2)
             if mode in ("F", "I"):
                 return _read_wide(path, probe, fmt, _kept_info(info, exif))
@@ -316,6 +322,42 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     return SourceImage(
         pixels, None, out_mode, fmt, _kept_info(info, exif), chroma_subsampled=subsampled
     )
+
+
+def _webp_lossless(path: Path) -> bool:
+    """Whether a WebP file's picture is stored lossless (a ``VP8L`` chunk, not ``VP8 ``)."""
+    with open(path, "rb") as f:
+        if f.read(12)[8:] != b"WEBP":
+            return False
+        while len(head := f.read(8)) == 8:
+            kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if kind in (b"VP8L", b"VP8 "):
+                return kind == b"VP8L"
+            f.seek(size + (size & 1), os.SEEK_CUR)
+    return False
+
+
+def _png_text(text: dict[str, str]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # tEXt, or iTXt for values beyond Latin-1 (and iTXt kept)
+    return info
+
+
+def _png_text_chunks(text: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The chunks Pillow writes for ``text`` (pypng writes none), as (type, data) pairs."""
+    out = []
+    for key, value in text.items():
+        k = key.encode("latin-1", "replace")[:79]
+        try:
+            if isinstance(value, PngImagePlugin.iTXt):
+                raise UnicodeError
+            out.append((b"tEXt", k + b"\0" + value.encode("latin-1")))
+        except UnicodeError:
+            lang = (getattr(value, "lang", None) or "").encode("latin-1", "replace")
+            tkey = (getattr(value, "tkey", None) or "").encode("utf-8")
+            out.append((b"iTXt", k + b"\0\0\0" + lang + b"\0" + tkey + b"\0" + value.encode()))
+    return out
 
 
 def _frames(img: Image.Image) -> int:
@@ -420,6 +462,9 @@ def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
     )
     with open(path, "wb") as f:
         writer.write_array(f, u16.transpose(1, 2, 0).reshape(-1))
+    # Each chunk goes right after IHDR: text last to first, then the ICC profile before them.
+    for kind, data in reversed(_png_text_chunks(image.info.get("png_text", {}))):
+        _insert_png_chunk(path, kind, data)
     if image.info.get("icc_profile"):
         _insert_png_chunk(path, b"iCCP", b"icc\x00\x00" + zlib.compress(image.info["icc_profile"]))
 
@@ -495,7 +540,9 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
         return target
     pil = _to_pil(image, pixels)
     opts: dict[str, Any] = dict(image.info)
-    if image.format in ("JPEG", "WEBP"):
+    if "png_text" in opts:
+        opts["pnginfo"] = _png_text(opts.pop("png_text"))
+    if image.format in ("JPEG", "WEBP") and not opts.get("lossless"):
         opts["quality"] = 95
     if image.format == "JPEG" and pil.mode not in ("L", "RGB", "CMYK"):
         pil = pil.convert("RGB")
@@ -503,7 +550,7 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
     with atomic_path(target) as tmp:
         # Metadata the encoder refuses (an EXIF block over JPEG's 64 KB, say) is dropped
         # first; the encoding options (quality, compression) go only if that is not enough.
-        essential = {k: v for k, v in opts.items() if k in ("quality", "compression")}
+        essential = {k: v for k, v in opts.items() if k in ("quality", "compression", "lossless")}
         attempts = [opts] + ([essential] if essential != opts else []) + ([{}] if essential else [])
         for n, attempt in enumerate(attempts):
             try:

@@ -785,3 +785,81 @@ def test_auto_colour_uses_channels_for_jpegs_with_subsampled_colour(tmp_path: Pa
         other = denoise_array(model, src.pixels, color=({"channels", "opponent"} - {color}).pop())
         got = read_image(rows[name].dst).pixels
         assert np.abs(got - expected).mean() < np.abs(got - other).mean() / 4, name
+
+
+def _chunk_types(path: Path) -> list[bytes]:
+    import struct
+
+    raw, pos, kinds = path.read_bytes(), 8, []
+    while pos < len(raw):
+        (n,) = struct.unpack(">I", raw[pos : pos + 4])
+        kinds.append(raw[pos + 4 : pos + 8])
+        pos += 12 + n
+    return kinds
+
+
+def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
+    import zlib
+
+    import png
+    from PIL import ImageCms, PngImagePlugin
+
+    from aetool.denoising import _insert_png_chunk
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(1)
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("Software", "scanner 1.2")
+    meta.add_text("Comment", "z" * 500, zip=True)  # zTXt
+    meta.add_itxt("Title", "Überprüfung ✓", lang="de", tkey="Titel")
+    Image.fromarray(rng.integers(0, 256, (9, 7), dtype=np.uint8)).save(
+        tmp_path / "in/a.png", pnginfo=meta
+    )
+    src16 = rng.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    with open(tmp_path / "in/b.png", "wb") as f:
+        png.Writer(5, 6, greyscale=False, bitdepth=16).write_array(f, src16.reshape(-1))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _insert_png_chunk(tmp_path / "in/b.png", b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+    _insert_png_chunk(tmp_path / "in/b.png", b"tEXt", b"Author\x00Ana")
+    _insert_png_chunk(tmp_path / "in/b.png", b"iTXt", b"Note\x00\x00\x00fr\x00\x00\xc3\xa7a")
+
+    rows = list(
+        denoise_images(
+            [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+        )
+    )
+    assert [r.status for r in rows] == ["written", "written"]
+    with Image.open(tmp_path / "out/a.png") as out:
+        out.load()
+        assert out.text == {
+            "Software": "scanner 1.2",
+            "Comment": "z" * 500,
+            "Title": "Überprüfung ✓",
+        }
+        assert (out.text["Title"].lang, out.text["Title"].tkey) == ("de", "Titel")
+    with Image.open(tmp_path / "out/b.png") as out:
+        out.load()
+        assert out.text == {"Author": "Ana", "Note": "ça"} and out.text["Note"].lang == "fr"
+        assert out.info["icc_profile"] == icc
+    kinds = _chunk_types(tmp_path / "out/b.png")
+    assert kinds.index(b"iCCP") < kinds.index(b"tEXt") < kinds.index(b"IDAT")  # iCCP before text
+    width, height, data, _ = png.Reader(filename=str(tmp_path / "out/b.png")).read()
+    out16 = np.vstack([np.asarray(r, np.uint16) for r in data]).reshape(height, width, 3)
+    np.testing.assert_array_equal(out16, src16)
+
+
+def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    src = np.random.default_rng(2).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    Image.fromarray(src).save(tmp_path / "in/exact.webp", lossless=True)
+    Image.fromarray(src).save(tmp_path / "in/photo.webp", quality=80)
+    rows = list(
+        denoise_images(
+            [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+        )
+    )
+    assert [r.status for r in rows] == ["written", "written"]
+    exact = (tmp_path / "out/exact.webp").read_bytes()
+    assert exact[12:16] == b"VP8L"  # the lossless bitstream
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out/exact.webp")), src)
+    assert (tmp_path / "out/photo.webp").read_bytes()[12:16] == b"VP8 "
