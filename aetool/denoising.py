@@ -447,7 +447,10 @@ def _read_png16(path: Path, info: dict[str, Any]) -> SourceImage:
     mode = {(3, True): "RGBA;16", (3, False): "RGB;16", (1, True): "LA;16"}.get(
         (color_planes, alpha is not None), "I;16"
     )
-    return SourceImage(np.ascontiguousarray(pixels), alpha, mode, "PNG", _kept_info(info))
+    kept = _kept_info(info)
+    if isinstance(info.get("exif"), bytes):  # as stored: pypng does not turn the pixels upright
+        kept["exif"] = info["exif"]
+    return SourceImage(np.ascontiguousarray(pixels), alpha, mode, "PNG", kept)
 
 
 def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
@@ -463,7 +466,14 @@ def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
     with open(path, "wb") as f:
         writer.write_array(f, u16.transpose(1, 2, 0).reshape(-1))
     # Each chunk goes right after IHDR: text last to first, then the ICC profile before them.
-    for kind, data in reversed(_png_text_chunks(image.info.get("png_text", {}))):
+    chunks = _png_text_chunks(image.info.get("png_text", {}))
+    if image.info.get("exif"):
+        exif = image.info["exif"]
+        chunks.insert(0, (b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if image.info.get("dpi"):
+        ppm = [round(float(d) / 0.0254) for d in image.info["dpi"]]
+        chunks.insert(0, (b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    for kind, data in reversed(chunks):
         _insert_png_chunk(path, kind, data)
     if image.info.get("icc_profile"):
         _insert_png_chunk(path, b"iCCP", b"icc\x00\x00" + zlib.compress(image.info["icc_profile"]))

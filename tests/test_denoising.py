@@ -863,3 +863,32 @@ def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path)
     assert exact[12:16] == b"VP8L"  # the lossless bitstream
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out/exact.webp")), src)
     assert (tmp_path / "out/photo.webp").read_bytes()[12:16] == b"VP8 "
+
+
+def test_sixteen_bit_colour_png_keeps_exif_and_dpi(tmp_path: Path) -> None:
+    import struct
+
+    import png
+
+    from aetool.denoising import _insert_png_chunk
+
+    (tmp_path / "in").mkdir()
+    src = np.random.default_rng(4).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    with open(tmp_path / "in/x.png", "wb") as f:
+        png.Writer(5, 6, greyscale=False, bitdepth=16).write_array(f, src.reshape(-1))
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    exif[0x0112] = 6  # kept: pypng reads the pixels as stored, not turned upright
+    _insert_png_chunk(tmp_path / "in/x.png", b"eXIf", exif.tobytes()[6:])
+    _insert_png_chunk(tmp_path / "in/x.png", b"pHYs", struct.pack(">IIB", 11811, 11811, 1))
+    (r,) = denoise_images(
+        [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+    )
+    with Image.open(r.dst) as out:
+        assert out.getexif()[0x010F] == "Maker" and out.getexif()[0x0112] == 6
+        assert out.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    kinds = _chunk_types(r.dst)
+    assert kinds.index(b"pHYs") < kinds.index(b"eXIf") < kinds.index(b"IDAT")
+    width, height, data, _ = png.Reader(filename=str(r.dst)).read()
+    out16 = np.vstack([np.asarray(row, np.uint16) for row in data]).reshape(height, width, 3)
+    np.testing.assert_array_equal(out16, src)
