@@ -873,10 +873,11 @@ def _refs_and_shard(console: Any, paths: list[str], shard: Any, strict: bool) ->
     """Expand paths into image refs (all of them, then one shard); warn about missing paths."""
     from aetool.errors import ImageError, NoImagesError
     from aetool.images import find_images
-    from aetool.sharding import select_shard
+    from aetool.sharding import missing_in_shard, select_shard
 
     spec = shard
     refs, missing = find_images(paths, missing_ok=True)
+    missing = missing_in_shard(missing, spec)  # each missing path counts in one shard only
     if missing and strict:
         raise ImageError(f"{missing[0].path}: {missing[0].reason}")
     _warn_skipped(console, missing)

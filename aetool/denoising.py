@@ -68,11 +68,12 @@ from __future__ import annotations
 import math
 import os
 import queue
+import re
 import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -243,7 +244,16 @@ def _format_for(path: Path, fmt: str | None) -> str:
 
 
 def _kept_info(info: dict[str, Any], exif: Image.Exif | None = None) -> dict[str, Any]:
-    kept = {k: info[k] for k in ("icc_profile", "dpi", "png_text", "lossless") if info.get(k)}
+    # PNG text keywords share Pillow's info dict: only values of the expected type count.
+    kept: dict[str, Any] = {}
+    if isinstance(info.get("icc_profile"), bytes) and info["icc_profile"]:
+        kept["icc_profile"] = info["icc_profile"]
+    dpi = info.get("dpi")
+    if isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(d, (int, float)) for d in dpi):
+        kept["dpi"] = dpi
+    for key in ("png_text", "lossless"):
+        if info.get(key):
+            kept[key] = info[key]
     if exif is not None and len(exif):
         exif[0x0112] = 1  # the pixels are written upright
         try:
@@ -275,16 +285,17 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
                 )
             raw = getattr(getattr(probe, "png", None), "im_rawmode", "")
             exif = _exif(info, fmt)
-            text = getattr(getattr(probe, "png", None), "im_text", None)
-            if fmt == "PNG" and text:
-                info["png_text"] = dict(text)  # the text chunks before the pixels
+            if fmt == "PNG":
+                info["png_text"] = _png_text_chunks(path)
             if fmt == "WEBP" and _webp_lossless(path):
                 info["lossless"] = True
             subsampled = fmt in ("JPEG", "MPO") and JpegImagePlugin.get_sampling(probe) in (1, 2)
             if mode in ("F", "I"):
                 return _read_wide(path, probe, fmt, _kept_info(info, exif))
             if fmt == "PNG" and raw in _PNG16_MODES:
-                return _read_png16(path, info)
+                return _read_png16(path, info)  # pixels as stored: text and EXIF kept as they are
+            if info.get("png_text") and probe.getexif().get(0x0112, 1) != 1:
+                info["png_text"] = _upright_text(info["png_text"])  # pixels are turned upright
             bits = _tiff_bits(probe) if fmt == "TIFF" else 8
             if mode in ("RGB", "RGBA") and bits > 8:
                 raise ImageError(
@@ -333,31 +344,84 @@ def _webp_lossless(path: Path) -> bool:
             kind, size = head[:4], struct.unpack("<I", head[4:])[0]
             if kind in (b"VP8L", b"VP8 "):
                 return kind == b"VP8L"
+            if kind == b"ANMF":  # an animation frame: its image chunks follow a 16-byte header
+                f.seek(16, os.SEEK_CUR)
+                continue
             f.seek(size + (size & 1), os.SEEK_CUR)
     return False
 
 
-def _png_text(text: dict[str, str]) -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)  # tEXt, or iTXt for values beyond Latin-1 (and iTXt kept)
-    return info
+#: PNG text chunk types, copied to the output as they are (compression, language, order).
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _png_text_chunks(text: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """The chunks Pillow writes for ``text`` (pypng writes none), as (type, data) pairs."""
+def _png_text_chunks(path: Path) -> list[tuple[bytes, bytes]]:
+    """Every text chunk of a PNG file, before and after the pixel data, as (type, data).
+
+    Read by walking the chunk headers (pixel data is skipped, not read), so
+    repeated keywords, compression and iTXt languages survive unchanged.
+    """
     out = []
-    for key, value in text.items():
-        k = key.encode("latin-1", "replace")[:79]
-        try:
-            if isinstance(value, PngImagePlugin.iTXt):
-                raise UnicodeError
-            out.append((b"tEXt", k + b"\0" + value.encode("latin-1")))
-        except UnicodeError:
-            lang = (getattr(value, "lang", None) or "").encode("latin-1", "replace")
-            tkey = (getattr(value, "tkey", None) or "").encode("utf-8")
-            out.append((b"iTXt", k + b"\0\0\0" + lang + b"\0" + tkey + b"\0" + value.encode()))
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return out
+        while len(head := f.read(8)) == 8:
+            size, kind = struct.unpack(">I", head[:4])[0], head[4:]
+            if kind == b"IEND":
+                break
+            if kind in _PNG_TEXT:
+                data = f.read(size)
+                if len(data) < size:
+                    break
+                out.append((kind, data))
+                f.seek(4, os.SEEK_CUR)  # CRC
+            else:
+                f.seek(size + 4, os.SEEK_CUR)
     return out
+
+
+#: XMP orientation, removed (as Pillow's ``ImageOps.exif_transpose`` does) once pixels are upright.
+_XMP_ORIENTATION = re.compile(
+    rb'tiff:Orientation="[0-9]"|<tiff:Orientation>[0-9]</tiff:Orientation>'
+)
+
+
+def _upright_text(chunks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Text chunks for pixels that were turned upright: the orientation is removed from
+    XMP, and ImageMagick's raw EXIF/APP1 profiles (which hold it too) are dropped."""
+    out = []
+    for kind, data in chunks:
+        key, _, rest = data.partition(b"\0")
+        if key.startswith(b"Raw profile type "):
+            continue
+        if key == b"XML:com.adobe.xmp":
+            try:
+                data = key + b"\0" + _edit_text(kind, rest, lambda t: _XMP_ORIENTATION.sub(b"", t))
+            except (ValueError, zlib.error):  # unreadable or oversized: not copied
+                continue
+        out.append((kind, data))
+    return out
+
+
+def _edit_text(kind: bytes, rest: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """A text chunk's data after its keyword, with its text edited (compression kept)."""
+
+    def inflate(raw: bytes) -> bytes:
+        d = zlib.decompressobj()
+        text = d.decompress(raw, 64 << 20)
+        if d.unconsumed_tail:
+            raise ValueError("text over 64 MB")
+        return text
+
+    if kind == b"tEXt":
+        return edit(rest)
+    if kind == b"zTXt":
+        return rest[:1] + zlib.compress(edit(inflate(rest[1:])))
+    flag, method, tail = rest[:1], rest[1:2], rest[2:]
+    lang, _, tail = tail.partition(b"\0")
+    tkey, _, text = tail.partition(b"\0")
+    text = zlib.compress(edit(inflate(text))) if flag == b"\x01" else edit(text)
+    return flag + method + lang + b"\0" + tkey + b"\0" + text
 
 
 def _frames(img: Image.Image) -> int:
@@ -465,27 +529,33 @@ def _write_png16(path: Path, image: SourceImage, pixels: np.ndarray) -> None:
     )
     with open(path, "wb") as f:
         writer.write_array(f, u16.transpose(1, 2, 0).reshape(-1))
-    # Each chunk goes right after IHDR: text last to first, then the ICC profile before them.
-    chunks = _png_text_chunks(image.info.get("png_text", {}))
+    chunks = []
+    if image.info.get("icc_profile"):
+        chunks.append((b"iCCP", b"icc\x00\x00" + zlib.compress(image.info["icc_profile"])))
+    if image.info.get("dpi"):
+        ppm = [min(max(round(float(d) / 0.0254), 0), 2**31 - 1) for d in image.info["dpi"]]
+        chunks.append((b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if image.info.get("exif"):
         exif = image.info["exif"]
-        chunks.insert(0, (b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    if image.info.get("dpi"):
-        ppm = [round(float(d) / 0.0254) for d in image.info["dpi"]]
-        chunks.insert(0, (b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
-    for kind, data in reversed(chunks):
-        _insert_png_chunk(path, kind, data)
-    if image.info.get("icc_profile"):
-        _insert_png_chunk(path, b"iCCP", b"icc\x00\x00" + zlib.compress(image.info["icc_profile"]))
+        chunks.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    _insert_png_chunks(path, chunks + list(image.info.get("png_text", [])))
+
+
+def _insert_png_chunks(path: Path, chunks: list[tuple[bytes, bytes]]) -> None:
+    """Put ancillary chunks, in order, right after IHDR (pypng writes no metadata)."""
+    if not chunks:
+        return
+    raw = path.read_bytes()
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    new = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
+    path.write_bytes(raw[:ihdr_end] + new + raw[ihdr_end:])
 
 
 def _insert_png_chunk(path: Path, kind: bytes, data: bytes) -> None:
-    """Put one ancillary chunk right after IHDR (pypng writes no ICC profile)."""
-    raw = path.read_bytes()
-    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
-    chunk = struct.pack(">I", len(data)) + kind + data
-    chunk += struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    path.write_bytes(raw[:ihdr_end] + chunk + raw[ihdr_end:])
+    _insert_png_chunks(path, [(kind, data)])
 
 
 def _gray_palette(img: Image.Image) -> bool:
@@ -551,16 +621,22 @@ def write_image(path: str | os.PathLike[str], image: SourceImage, pixels: np.nda
     pil = _to_pil(image, pixels)
     opts: dict[str, Any] = dict(image.info)
     if "png_text" in opts:
-        opts["pnginfo"] = _png_text(opts.pop("png_text"))
+        opts["pnginfo"] = PngImagePlugin.PngInfo()
+        for kind, data in opts.pop("png_text"):
+            opts["pnginfo"].add(kind, data)
     if image.format in ("JPEG", "WEBP") and not opts.get("lossless"):
         opts["quality"] = 95
+    if opts.get("lossless"):
+        opts["exact"] = True  # keep the colour under transparent pixels, as the input had it
     if image.format == "JPEG" and pil.mode not in ("L", "RGB", "CMYK"):
         pil = pil.convert("RGB")
     target = Path(path)
     with atomic_path(target) as tmp:
         # Metadata the encoder refuses (an EXIF block over JPEG's 64 KB, say) is dropped
         # first; the encoding options (quality, compression) go only if that is not enough.
-        essential = {k: v for k, v in opts.items() if k in ("quality", "compression", "lossless")}
+        essential = {
+            k: v for k, v in opts.items() if k in ("quality", "compression", "lossless", "exact")
+        }
         attempts = [opts] + ([essential] if essential != opts else []) + ([{}] if essential else [])
         for n, attempt in enumerate(attempts):
             try:

@@ -40,6 +40,21 @@ def in_shard(key: str, index: int, count: int) -> bool:
     return int.from_bytes(digest, "big") % count == index - 1
 
 
+def missing_in_shard(paths: Iterable[T], shard: tuple[int, int] | str | None) -> list[T]:
+    """The missing input paths (objects with ``.path``) that one shard reports: each
+    belongs to one shard by its path as given, as ``aetool score`` assigns them."""
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    out = []
+    for item in paths:
+        key = str(item.path).strip().replace("\\", "/")  # type: ignore[attr-defined]
+        while key.startswith("./"):
+            key = key[2:]
+        if shard is None or in_shard(key, *shard):
+            out.append(item)
+    return out
+
+
 def select_shard(refs: Iterable[T], shard: tuple[int, int] | str | None) -> Iterator[T]:
     """Yield the refs of one shard (all of them when ``shard`` is None)."""
     if isinstance(shard, str):

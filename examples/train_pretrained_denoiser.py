@@ -389,6 +389,8 @@ def main() -> None:
             parser.error(
                 f"--init: {args.init} is a {init.metadata.get('arch')!r} model, not a denoiser"
             )
+        if init.metadata.get("arch_args", {}).get("channels", 1) != 1:
+            parser.error(f"--init: {args.init} is not a grayscale (1-channel) denoiser")
         if given:
             parser.error("--init takes the architecture from its file; drop the architecture flags")
         arch_args = dict(init.metadata["arch_args"])

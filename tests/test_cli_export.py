@@ -220,3 +220,14 @@ def test_picture_outputs_must_be_png_names(tmp_path: Path, dataset: Path, model_
     res = _run("latent-map", str(dataset), "-m", str(model_file), "-o", str(tmp_path / "m.PNG"))
     assert res.exit_code == 0, res.stderr
     assert Image.open(tmp_path / "m.PNG").format == "PNG"
+
+
+def test_a_missing_path_fails_one_shard_only(tmp_path: Path, dataset: Path, model_file: Path):
+    codes = []
+    for i in range(1, 6):
+        res = _run(
+            "export", str(dataset), "nothere.png", "-m", str(model_file), "--shard", f"{i}/5"
+        )
+        codes.append(res.exit_code)
+        assert ("nothere.png" in res.stderr) == (res.exit_code == 4), res.output
+    assert sorted(codes) == [0, 0, 0, 0, 4]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor, nn
 
 from aetool import models
@@ -804,14 +805,16 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
     import png
     from PIL import ImageCms, PngImagePlugin
 
-    from aetool.denoising import _insert_png_chunk
+    from aetool.denoising import _insert_png_chunk, _png_text_chunks
 
     (tmp_path / "in").mkdir()
     rng = np.random.default_rng(1)
     meta = PngImagePlugin.PngInfo()
     meta.add_text("Software", "scanner 1.2")
-    meta.add_text("Comment", "z" * 500, zip=True)  # zTXt
-    meta.add_itxt("Title", "Überprüfung ✓", lang="de", tkey="Titel")
+    meta.add_text("Comment", "z" * 5000, zip=True)  # zTXt: stays compressed
+    meta.add_text("Comment", "a second comment")  # repeated keyword
+    meta.add_itxt("Title", "Überprüfung ✓", lang="de", tkey="Titel", zip=True)
+    meta.add(b"tEXt", b"Late\x00after the pixels", after_idat=True)
     Image.fromarray(rng.integers(0, 256, (9, 7), dtype=np.uint8)).save(
         tmp_path / "in/a.png", pnginfo=meta
     )
@@ -822,6 +825,7 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
     _insert_png_chunk(tmp_path / "in/b.png", b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
     _insert_png_chunk(tmp_path / "in/b.png", b"tEXt", b"Author\x00Ana")
     _insert_png_chunk(tmp_path / "in/b.png", b"iTXt", b"Note\x00\x00\x00fr\x00\x00\xc3\xa7a")
+    _insert_png_chunk(tmp_path / "in/b.png", b"tEXt", b"dpi\x00300")  # a keyword Pillow uses too
 
     rows = list(
         denoise_images(
@@ -829,23 +833,56 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
         )
     )
     assert [r.status for r in rows] == ["written", "written"]
+    for name in ("a.png", "b.png"):  # every text chunk, byte for byte, in order
+        before = _png_text_chunks(tmp_path / "in" / name)
+        assert len(before) == (5 if name == "a.png" else 3)
+        assert _png_text_chunks(tmp_path / "out" / name) == before
+    assert b"zTXt" in _chunk_types(tmp_path / "out/a.png")
+    assert (tmp_path / "out/a.png").stat().st_size < 2000  # the 5,000-byte comment compressed
     with Image.open(tmp_path / "out/a.png") as out:
         out.load()
-        assert out.text == {
-            "Software": "scanner 1.2",
-            "Comment": "z" * 500,
-            "Title": "Überprüfung ✓",
-        }
-        assert (out.text["Title"].lang, out.text["Title"].tkey) == ("de", "Titel")
+        assert out.text["Title"] == "Überprüfung ✓" and out.text["Title"].lang == "de"
+        assert out.text["Late"] == "after the pixels"
     with Image.open(tmp_path / "out/b.png") as out:
         out.load()
-        assert out.text == {"Author": "Ana", "Note": "ça"} and out.text["Note"].lang == "fr"
+        assert out.text["Note"] == "ça" and out.text["Note"].lang == "fr"
         assert out.info["icc_profile"] == icc
     kinds = _chunk_types(tmp_path / "out/b.png")
+    assert b"pHYs" not in kinds  # the text "dpi" stays text, not a resolution
     assert kinds.index(b"iCCP") < kinds.index(b"tEXt") < kinds.index(b"IDAT")  # iCCP before text
     width, height, data, _ = png.Reader(filename=str(tmp_path / "out/b.png")).read()
     out16 = np.vstack([np.asarray(r, np.uint16) for r in data]).reshape(height, width, 3)
     np.testing.assert_array_equal(out16, src16)
+
+
+def test_orientation_in_png_text_is_not_applied_twice(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    from aetool.denoising import _png_text_chunks
+
+    (tmp_path / "in").mkdir()
+    pixels = np.random.default_rng(5).integers(0, 256, (6, 10), dtype=np.uint8)  # 10 wide
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+        'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6" '
+        'tiff:Make="Cam"/></rdf:RDF></x:xmpmeta>'
+    )
+    meta = PngImagePlugin.PngInfo()
+    meta.add_itxt("XML:com.adobe.xmp", xmp, zip=True)
+    meta.add_text("Software", "kept")
+    Image.fromarray(pixels).save(tmp_path / "in/xmp.png", pnginfo=meta)
+    with Image.open(tmp_path / "in/xmp.png") as im:
+        shown = ImageOps.exif_transpose(im).size
+    assert shown == (6, 10)  # displayed turned: 6 wide, 10 high
+    (r,) = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    with Image.open(r.dst) as out:
+        assert out.size == shown  # written upright ...
+        assert ImageOps.exif_transpose(out).size == shown  # ... and not turned again
+        out.load()
+        assert "Orientation" not in out.text["XML:com.adobe.xmp"]
+        assert 'tiff:Make="Cam"' in out.text["XML:com.adobe.xmp"]
+        assert out.text["Software"] == "kept"
+    assert len(_png_text_chunks(r.dst)) == 2
 
 
 def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path) -> None:
@@ -863,6 +900,40 @@ def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path)
     assert exact[12:16] == b"VP8L"  # the lossless bitstream
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out/exact.webp")), src)
     assert (tmp_path / "out/photo.webp").read_bytes()[12:16] == b"VP8 "
+
+
+def test_lossless_webp_with_alpha_and_one_frame_animation(tmp_path: Path) -> None:
+    from aetool.denoising import _webp_lossless
+
+    (tmp_path / "in").mkdir()
+    rgba = np.random.default_rng(6).integers(0, 256, (16, 12, 4), dtype=np.uint8)
+    rgba[:4, :, 3] = 0  # transparent pixels whose colour must survive too
+    Image.fromarray(rgba).save(tmp_path / "in/alpha.webp", lossless=True, exact=True)
+    # A one-frame animation (VP8X, ANIM, ANMF around a VP8L bitstream), as some tools write.
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "plain.webp", lossless=True)
+    vp8l = (tmp_path / "plain.webp").read_bytes()[12:]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+    w, h = (v.to_bytes(3, "little") for v in (12 - 1, 16 - 1))
+    body = b"WEBP" + chunk(b"VP8X", bytes([0x02, 0, 0, 0]) + w + h)
+    body += chunk(b"ANIM", struct.pack("<IH", 0, 0))
+    body += chunk(b"ANMF", bytes(6) + w + h + (100).to_bytes(3, "little") + b"\0" + vp8l)
+    (tmp_path / "in/anim.webp").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert Image.open(tmp_path / "in/anim.webp").n_frames == 1
+    assert _webp_lossless(tmp_path / "in/anim.webp")
+    rows = list(
+        denoise_images(
+            [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), color="channels"
+        )
+    )
+    assert [r.status for r in rows] == ["written", "written"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out/alpha.webp")), rgba)
+    assert _webp_lossless(tmp_path / "out/anim.webp")
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "out/anim.webp").convert("RGB")), rgba[..., :3]
+    )
 
 
 def test_sixteen_bit_colour_png_keeps_exif_and_dpi(tmp_path: Path) -> None:
