@@ -532,6 +532,13 @@ def info_cmd(model: Path | None, as_json: bool) -> None:
         table.add_row("run", f"{t.get('seconds', 0):.1f} s on {t.get('device')}, "
                       f"{'completed' if t.get('completed', True) else 'interrupted (resumable)'}, "
                       f"{t.get('finished', '')}")  # fmt: skip
+        init = t.get("init")
+        while isinstance(init, dict):  # fine-tuned: the runs it started from, newest first
+            first = init.get("training") or {}
+            table.add_row("started from", f"{init.get('file')} (sha256 "
+                          f"{str(init.get('sha256'))[:12]}...): {first.get('steps', '?')} steps, "
+                          f"{first.get('seconds', 0):.1f} s on {first.get('device')}")  # fmt: skip
+            init = first.get("init")
         table.add_row("versions", ", ".join(f"{k} {v}" for k, v in t.get("versions", {}).items()))
     for kind, s in meta.get("validation", {}).get("summary", {}).items():
         table.add_row(f"val {kind}", f"mean {s['mean']:.5f}, median {s['median']:.5f}, "

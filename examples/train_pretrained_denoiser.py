@@ -34,11 +34,25 @@ first times 60 throwaway steps of a model that is then discarded, sets
 seconds whatever the step; the file records the schedule's length and where it
 stopped, so ``--steps N --stop-at M`` reruns it exactly.
 
-The bundled model is such a run: ``--time-budget 270`` on one NVIDIA H200
-shared with four other runs scheduled 9,500 steps and stopped at the deadline
-after 9,046 (310 s). The defaults (``--steps 9500 --stop-at 9046``, warmup
-950) repeat it. Random numbers come from the training device's generator, so a
-CPU run draws other patches; on a CPU one step of this recipe takes seconds.
+The bundled model was made in two stages:
+
+1. ``--time-budget 270`` on one NVIDIA H200 shared with four other runs
+   scheduled 9,500 steps and stopped at the deadline after 9,046 (310 s). The
+   defaults (``--steps 9500 --stop-at 9046``, warmup 950) repeat it. Its file is
+   in the repository's history (sha256 ``77fbd0f9...``)::
+
+       git show 99071a5:aetool/pretrained/denoiser-gray.safetensors > stage1.safetensors
+
+2. ``--init`` fine-tuning of that file on a CPU (two threads, 1.15 s per step,
+   99 minutes)::
+
+       python examples/train_pretrained_denoiser.py --init stage1.safetensors \
+           --device cpu --threads 2 --steps 5200 --lr 2e-4 --warmup 300 --overwrite
+
+With ``--init`` the architecture comes from the file, and the new file records
+the run it started from (``aetool info`` shows it). Random numbers come from
+the training device's generator, so a run on another kind of device draws other
+patches and gives other (similar) weights.
 
 The weights are stored as float16 (half the file) and load into a float32
 model; ``--dtype float32`` keeps them as trained.
@@ -464,7 +478,11 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
 
     epochs = len(plain)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    dev_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
     training = {
         "data": [f"skimage.data.{n}" for n in TRAIN_IMAGES],
         "held_out": [f"skimage.data.{n}" for n in TEST_IMAGES],

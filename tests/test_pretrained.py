@@ -185,3 +185,13 @@ def test_training_script_fine_tunes_from_init(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(SystemExit) as exc:
         script.main()
     assert exc.value.code == 2
+
+
+def test_info_shows_the_run_a_fine_tuned_model_started_from() -> None:
+    res = CliRunner().invoke(cli, ["info", str(bundled_model_path())])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.replace("│", " ").split())  # the table's lines joined
+    meta = load_model(bundled_model_path()).metadata["training"]
+    first = meta["init"]["training"]
+    assert "started from" in text and meta["init"]["sha256"][:12] in text
+    assert f"{first['steps']} steps" in text and str(first["device"]) in text
