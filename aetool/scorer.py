@@ -67,7 +67,7 @@ from aetool.scoring import (
     parse_threshold,
     pixel_roc_auc,
 )
-from aetool.sharding import in_shard, parse_shard
+from aetool.sharding import in_shard, parse_shard, path_key
 
 __all__ = [
     "MASK_DIR_NAME",
@@ -268,13 +268,6 @@ def collect_images(
     return refs, missing, excluded
 
 
-def _norm_key(path: str) -> str:
-    key = path.strip().replace("\\", "/")
-    while key.startswith("./"):
-        key = key[2:]
-    return key
-
-
 def _label_key(ref: ImageRef) -> str:
     root = Path(_root_of(ref)).name
     return f"{root}/{ref.relpath}" if root else ref.relpath
@@ -282,11 +275,11 @@ def _label_key(ref: ImageRef) -> str:
 
 def _match_labels(refs: Sequence[ImageRef], labels: Mapping[str, int]) -> list[int | None]:
     """Look each image up by relative path, path as given, then resolved path."""
-    by_key = {_norm_key(k): int(v) for k, v in labels.items()}
+    by_key = {path_key(k): int(v) for k, v in labels.items()}
     by_real: dict[str, int] | None = None
     out: list[int | None] = []
     for ref in refs:
-        label = by_key.get(_norm_key(ref.relpath), by_key.get(_norm_key(str(ref.path))))
+        label = by_key.get(path_key(ref.relpath), by_key.get(path_key(str(ref.path))))
         if label is None:
             if by_real is None:
                 by_real = {os.path.realpath(k): v for k, v in by_key.items()}
@@ -796,7 +789,7 @@ def score_images(
         keep = [in_shard(r.relpath, *shard_t) for r in refs]
         refs = [r for r, k in zip(refs, keep, strict=True) if k]
         all_labels = [v for v, k in zip(all_labels, keep, strict=True) if k]
-        missing = [m for m in missing if in_shard(_norm_key(m), *shard_t)]
+        missing = [m for m in missing if in_shard(path_key(m), *shard_t)]
 
     summary = ScoreSummary(thr, score_kind, spec_text)
     noise = model.metadata.get("training", {}).get("noise")

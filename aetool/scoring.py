@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aetool.errors import ConfigError
+from aetool.sharding import path_key
 
 __all__ = [
     "ANOMALY_DIR_NAMES",
@@ -509,13 +510,6 @@ def infer_labels(relpaths: Sequence[str | PurePath]) -> list[int | None]:
     return labels
 
 
-def _norm_key(path: str) -> str:
-    key = path.strip().replace("\\", "/")
-    while key.startswith("./"):
-        key = key[2:]
-    return key
-
-
 def read_labels_csv(path: str | Path) -> dict[str, int]:
     """Read image labels from a CSV file with a ``path,label`` header.
 
@@ -552,7 +546,7 @@ def read_labels_csv(path: str | Path) -> dict[str, int]:
         where = f"{p}, line {lineno}"
         if len(row) <= max(ip, il):
             raise ConfigError(f"{where}: expected 'path,label' columns, got {','.join(row)!r}")
-        key, word = _norm_key(row[ip]), row[il].strip().lower()
+        key, word = path_key(row[ip]), row[il].strip().lower()
         if not key:
             raise ConfigError(f"{where}: the path is empty")
         if word not in _LABEL_WORDS:

@@ -45,14 +45,15 @@ def missing_in_shard(paths: Iterable[T], shard: tuple[int, int] | str | None) ->
     belongs to one shard by its path as given, as ``aetool score`` assigns them."""
     if isinstance(shard, str):
         shard = parse_shard(shard)
-    out = []
-    for item in paths:
-        key = str(item.path).strip().replace("\\", "/")  # type: ignore[attr-defined]
-        while key.startswith("./"):
-            key = key[2:]
-        if shard is None or in_shard(key, *shard):
-            out.append(item)
-    return out
+    return [m for m in paths if shard is None or in_shard(path_key(str(m.path)), *shard)]
+
+
+def path_key(path: str) -> str:
+    """A path as given, normalised for matching: ``/`` separators, no leading ``./``."""
+    key = path.strip().replace("\\", "/")
+    while key.startswith("./"):
+        key = key[2:]
+    return key
 
 
 def select_shard(refs: Iterable[T], shard: tuple[int, int] | str | None) -> Iterator[T]:
