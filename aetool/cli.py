@@ -534,10 +534,13 @@ def info_cmd(model: Path | None, as_json: bool) -> None:
                       f"{t.get('finished', '')}")  # fmt: skip
         init = t.get("init")
         while isinstance(init, dict):  # fine-tuned: the runs it started from, newest first
-            first = init.get("training") or {}
+            first = init.get("training")
+            first = first if isinstance(first, dict) else {}
+            secs = first.get("seconds")
+            secs = f"{secs:.1f} s" if isinstance(secs, (int, float)) else "? s"
             table.add_row("started from", f"{init.get('file')} (sha256 "
                           f"{str(init.get('sha256'))[:12]}...): {first.get('steps', '?')} steps, "
-                          f"{first.get('seconds', 0):.1f} s on {first.get('device')}")  # fmt: skip
+                          f"{secs} on {first.get('device')}")  # fmt: skip
             init = first.get("init")
         table.add_row("versions", ", ".join(f"{k} {v}" for k, v in t.get("versions", {}).items()))
     for kind, s in meta.get("validation", {}).get("summary", {}).items():

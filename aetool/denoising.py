@@ -294,7 +294,7 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
                 return _read_wide(path, probe, fmt, _kept_info(info, exif))
             if fmt == "PNG" and raw in _PNG16_MODES:
                 return _read_png16(path, info)  # pixels as stored: text and EXIF kept as they are
-            if info.get("png_text") and probe.getexif().get(0x0112, 1) != 1:
+            if info.get("png_text") and probe.getexif().get(0x0112, 1) in range(2, 9):
                 info["png_text"] = _upright_text(info["png_text"])  # pixels are turned upright
             bits = _tiff_bits(probe) if fmt == "TIFF" else 8
             if mode in ("RGB", "RGBA") and bits > 8:
@@ -365,9 +365,10 @@ def _png_text_chunks(path: Path) -> list[tuple[bytes, bytes]]:
     with open(path, "rb") as f:
         if f.read(8) != b"\x89PNG\r\n\x1a\n":
             return out
+        end = os.fstat(f.fileno()).st_size
         while len(head := f.read(8)) == 8:
             size, kind = struct.unpack(">I", head[:4])[0], head[4:]
-            if kind == b"IEND":
+            if kind == b"IEND" or size > end - f.tell():  # the end, or a truncated file
                 break
             if kind in _PNG_TEXT:
                 data = f.read(size)
@@ -392,7 +393,7 @@ def _upright_text(chunks: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     out = []
     for kind, data in chunks:
         key, _, rest = data.partition(b"\0")
-        if key.startswith(b"Raw profile type "):
+        if key.lower() in (b"raw profile type exif", b"raw profile type app1"):
             continue
         if key == b"XML:com.adobe.xmp":
             try:

@@ -870,6 +870,11 @@ def test_orientation_in_png_text_is_not_applied_twice(tmp_path: Path) -> None:
     meta = PngImagePlugin.PngInfo()
     meta.add_itxt("XML:com.adobe.xmp", xmp, zip=True)
     meta.add_text("Software", "kept")
+    meta.add_text("Raw profile type iptc", "\niptc\n       4\n1c020000\n")  # no orientation: kept
+    raw_exif = Image.Exif()
+    raw_exif[0x0112] = 6  # ImageMagick's EXIF profile, which Pillow reads the orientation from
+    hexed = raw_exif.tobytes().hex()
+    meta.add_text("Raw profile type exif", f"\nexif\n{len(hexed) // 2:8d}\n{hexed}\n")
     Image.fromarray(pixels).save(tmp_path / "in/xmp.png", pnginfo=meta)
     with Image.open(tmp_path / "in/xmp.png") as im:
         shown = ImageOps.exif_transpose(im).size
@@ -881,8 +886,28 @@ def test_orientation_in_png_text_is_not_applied_twice(tmp_path: Path) -> None:
         out.load()
         assert "Orientation" not in out.text["XML:com.adobe.xmp"]
         assert 'tiff:Make="Cam"' in out.text["XML:com.adobe.xmp"]
-        assert out.text["Software"] == "kept"
-    assert len(_png_text_chunks(r.dst)) == 2
+        assert out.text["Software"] == "kept" and "Raw profile type iptc" in out.text
+        assert "Raw profile type exif" not in out.text
+    assert len(_png_text_chunks(r.dst)) == 3
+
+
+def test_png_text_walk_stops_at_a_chunk_longer_than_the_file(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from aetool.denoising import _png_text_chunks
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    raw = (tmp_path / "a.png").read_bytes()
+    bad = raw[:33] + struct.pack(">I", 0xFFFFFFF0) + b"tEXt" + b"abc"  # truncated after IHDR
+    (tmp_path / "bad.png").write_bytes(bad)
+    tracemalloc.start()
+    try:
+        assert _png_text_chunks(tmp_path / "bad.png") == []
+        assert tracemalloc.get_traced_memory()[1] < 2**20  # never asked for the claimed 4 GB
+    finally:
+        tracemalloc.stop()
+    with pytest.raises(ImageError):
+        read_image(tmp_path / "bad.png")
 
 
 def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path) -> None:

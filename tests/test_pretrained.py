@@ -195,3 +195,15 @@ def test_info_shows_the_run_a_fine_tuned_model_started_from() -> None:
     first = meta["init"]["training"]
     assert "started from" in text and meta["init"]["sha256"][:12] in text
     assert f"{first['steps']} steps" in text and str(first["device"]) in text
+
+
+def test_info_survives_odd_records_of_earlier_runs(tmp_path: Path) -> None:
+    from aetool.modelfile import save_model
+
+    loaded = load_model(bundled_model_path())
+    for odd in ("oops", [1], {"seconds": None, "steps": 3}):
+        training = dict(loaded.metadata["training"], init={"file": "x", "training": odd})
+        path = save_model(tmp_path / "m.safetensors", loaded.model, {"training": training})
+        res = CliRunner().invoke(cli, ["info", str(path)])
+        assert res.exit_code == 0, res.output
+        assert "started from" in res.output
