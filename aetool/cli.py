@@ -51,7 +51,7 @@ DEFAULT_MODEL = "aetool-model.safetensors"
 MIN_THRESHOLD_VAL = 20
 
 
-#: Exit status of `denoise` when some inputs failed (error rows) and the others were written.
+#: Exit status when some inputs failed (unreadable, missing) and the others were done.
 EXIT_PARTIAL = 4
 
 
@@ -1022,8 +1022,8 @@ def denoise_cmd(
 
     The last argument is the output folder. Inputs are files and folders; `-`,
     or only OUT with paths piped on stdin, reads newline-separated paths.
-    Outputs keep the input's format, mode, bit depth, alpha and size (JPEG is
-    written at quality 95). Existing outputs are left alone unless
+    Outputs keep the input's format, mode, bit depth, alpha and size (JPEG
+    and lossy WebP at quality 95). Existing outputs are left alone unless
     --overwrite (reported with status `exists`). OUT may not be, contain or
     lie inside an input folder.
 

@@ -48,10 +48,11 @@ PNGs (read and written with pypng, since Pillow holds them in 8 bits); float
 for the model and back (NaN and inf pixels are written back unchanged);
 ``RGBA``/``LA`` keep their alpha channel; palette images are written as RGB
 (or RGBA with transparency, L when the palette is gray); bilevel (``1``) as L;
-CMYK/YCbCr as RGB. JPEG and WebP are written at quality 95; ICC profiles, DPI
-and EXIF (of JPEG, WebP and PNG files; a TIFF's tags are not copied) are kept,
-and only the ICC profile for 16-bit colour PNGs. EXIF orientation is applied,
-so the pixels are written upright (and the kept EXIF says so). Refused, with the reason in the error
+CMYK/YCbCr as RGB. JPEG and lossy WebP are written at quality 95, lossless WebP
+lossless; ICC profiles, DPI, EXIF (of JPEG, WebP and PNG files; a TIFF's tags
+are not copied) and PNG text chunks (byte for byte) are kept. EXIF orientation
+is applied, so the pixels are written upright (and the kept EXIF and XMP say
+so); 16-bit colour PNGs are the exception: their pixels and EXIF stay as stored. Refused, with the reason in the error
 row, rather than degraded: images with several frames (animated GIFs,
 multi-page TIFFs; an MPO photo's extra views and a TIFF's thumbnail pages do
 not count, the main picture is denoised) and 16-bit colour TIFFs.
@@ -553,10 +554,6 @@ def _insert_png_chunks(path: Path, chunks: list[tuple[bytes, bytes]]) -> None:
         for kind, data in chunks
     )
     path.write_bytes(raw[:ihdr_end] + new + raw[ihdr_end:])
-
-
-def _insert_png_chunk(path: Path, kind: bytes, data: bytes) -> None:
-    _insert_png_chunks(path, [(kind, data)])
 
 
 def _gray_palette(img: Image.Image) -> bool:

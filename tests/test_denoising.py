@@ -668,7 +668,6 @@ def test_sixteen_bit_colour_png_keeps_its_icc_profile(tmp_path: Path) -> None:
     src = np.random.default_rng(0).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
     with open(tmp_path / "in/x.png", "wb") as f:
         png.Writer(5, 6, greyscale=False, bitdepth=16).write_array(f, src.reshape(-1))
-    from aetool.denoising import _insert_png_chunk
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     import zlib
@@ -712,8 +711,6 @@ def test_tiff_tags_are_not_copied_onto_converted_pixels(tmp_path: Path) -> None:
 
 def test_sixteen_bit_png_with_fewer_significant_bits_keeps_its_values(tmp_path: Path) -> None:
     import png
-
-    from aetool.denoising import _insert_png_chunk
 
     (tmp_path / "in").mkdir()
     src = (np.random.default_rng(1).integers(0, 4096, (6, 5, 3)) << 4).astype(np.uint16)
@@ -788,6 +785,12 @@ def test_auto_colour_uses_channels_for_jpegs_with_subsampled_colour(tmp_path: Pa
         assert np.abs(got - expected).mean() < np.abs(got - other).mean() / 4, name
 
 
+def _insert_png_chunk(path: Path, kind: bytes, data: bytes) -> None:
+    from aetool.denoising import _insert_png_chunks
+
+    _insert_png_chunks(path, [(kind, data)])
+
+
 def _chunk_types(path: Path) -> list[bytes]:
     import struct
 
@@ -805,7 +808,7 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
     import png
     from PIL import ImageCms, PngImagePlugin
 
-    from aetool.denoising import _insert_png_chunk, _png_text_chunks
+    from aetool.denoising import _png_text_chunks
 
     (tmp_path / "in").mkdir()
     rng = np.random.default_rng(1)
@@ -965,8 +968,6 @@ def test_sixteen_bit_colour_png_keeps_exif_and_dpi(tmp_path: Path) -> None:
     import struct
 
     import png
-
-    from aetool.denoising import _insert_png_chunk
 
     (tmp_path / "in").mkdir()
     src = np.random.default_rng(4).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
