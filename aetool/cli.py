@@ -986,6 +986,15 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     "for models trained on rotated patches (+0.15 dB PSNR at 8 with the bundled model).",
 )  # fmt: skip
 @click.option(
+    "--refine", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="Refine the model's output by collaborative Wiener filtering of the noisy image "
+    "(BM3D's second stage, the model's output as its guide), blended with it, on planes "
+    "whose estimated noise is under sigma 30/255: +0.1 to +0.2 dB PSNR on photos at sigma "
+    "15 with the bundled model, up to +1 dB on fine texture, about 3x the CPU time. It assumes "
+    "Gaussian-like noise; auto: on for models trained on Gaussian noise (the bundled one), "
+    "except for JPEGs with subsampled colour, whose noise is correlated.",
+)  # fmt: skip
+@click.option(
     "--color", type=click.Choice(["auto", "opponent", "channels"]), default="auto",
     show_default=True,
     help="How a grayscale model treats colour images: in an opponent colour space "
@@ -1011,6 +1020,7 @@ def denoise_cmd(
     overlap: int,
     batch_size: int,
     ensemble: str,
+    refine: str,
     color: str,
     fmt: str,
     shard: tuple[int, int] | None,
@@ -1053,6 +1063,7 @@ def denoise_cmd(
         refs, out_dir, model, overwrite=overwrite, reference=reference, tile=tile,
         overlap=overlap, batch_size=batch_size, device=device, strict=strict,
         ensemble=int(ensemble), color=color,
+        refine={"on": True, "off": False}.get(refine, "auto"),
     )  # fmt: skip
     writer = RowWriter(fmt, sys.stdout)
     summary = DenoiseSummary()
@@ -1094,6 +1105,8 @@ def denoise_cmd(
         table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
     if summary.errors or missing:
         table.add_row("errors", f"{summary.errors + len(missing)} unreadable or unwritable")
+    if summary.refined:
+        table.add_row("refined", f"{summary.refined} of {summary.written} (--refine off: skip)")
     sigma = summary.mean("sigma_est")
     if sigma is not None:
         table.add_row("noise (sigma_est)", f"mean {sigma:.4f} (x255: {sigma * 255:.1f})")

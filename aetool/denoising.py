@@ -20,6 +20,17 @@ covering it, so there are no seams and peak memory depends on the tile size,
 not on the image size (apart from the image itself and one float32 output).
 Images smaller than a fixed model's input are reflect-padded and cropped back.
 
+Refinement. With ``refine`` (:func:`denoise_images`'s ``auto`` turns it on
+for models whose file records Gaussian training noise, such as the bundled
+denoiser, except on JPEGs with subsampled colour, whose noise is correlated)
+each plane the model denoised is refined by collaborative Wiener filtering of
+the noisy plane guided by the model's output (:mod:`aetool.refine`, BM3D's
+second stage), at the plane's estimated noise level, blended with the model's
+output and skipped for planes whose estimated sigma is 30/255 or more: +0.1 to
++0.2 dB PSNR on held-out photos at sigma 15, up to +1 dB on fine texture, at
+about 3x the time of the model alone. It runs on the CPU, in 512 px tiles of
+its own on large images.
+
 Channels. A grayscale model denoises an RGB image in an opponent colour space
 (``color="opponent"``, the default): luminance (R+G+B)/3 and two colour
 differences (R-B)/2 and (R-2G+B)/4, offset into [0, 1]. The three are
@@ -90,6 +101,8 @@ from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
 from aetool.images import ImageRef, decode_image, find_images
 from aetool.modelfile import UMASK, LoadedModel, atomic_path, load_model
 from aetool.models import AutoEncoder
+from aetool.refine import PATCH, refine_weight
+from aetool.refine import refine as refine_plane
 
 __all__ = [
     "DEFAULT_DENOISER",
@@ -696,6 +709,7 @@ def denoise_array(
     device: str | torch.device | None = None,
     ensemble: int = 1,
     color: str = "opponent",
+    refine: bool = False,
 ) -> np.ndarray:
     """Denoise one image of any size.
 
@@ -721,10 +735,40 @@ def denoise_array(
         color: for a grayscale model on an RGB image, ``opponent`` (denoise
             luminance and two colour differences) or ``channels`` (R, G and B
             one by one); see the module notes.
+        refine: follow the model with collaborative Wiener filtering of the
+            noisy image, the model's output as pilot (:func:`aetool.refine.refine`:
+            BM3D's second stage, blended with the pilot), each plane at its own
+            estimated noise level (:func:`estimate_sigma`), skipped for planes
+            whose estimate is 30/255 or more (the luminance of a colour picture
+            carries 0.58 of its sigma). For Gaussian-like noise, with the bundled
+            denoiser on held-out photos: +0.2 / +0.1 dB PSNR at sigma 15 / 25
+            (+0.13 / 0.0 when the noise was clipped, as in 8-bit files), up to
+            +1 dB on fine texture; about 3 times the work of the model alone on
+            the CPU, where it always runs.
 
     Returns:
         float32 array of the input's shape, in [0, 1].
     """
+    return _denoise_array(
+        model, image, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+        ensemble=ensemble, color=color, refine=refine,
+    )[0]  # fmt: skip
+
+
+@torch.no_grad()
+def _denoise_array(
+    model: AutoEncoder | LoadedModel,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    ensemble: int = 1,
+    color: str = "opponent",
+    refine: bool = False,
+) -> tuple[np.ndarray, bool]:
+    """:func:`denoise_array`, and whether the refinement changed any plane."""
     if isinstance(model, LoadedModel):
         model = model.model
     x = np.asarray(image, dtype=np.float32)
@@ -741,6 +785,8 @@ def denoise_array(
         raise ConfigError(f"ensemble must be one of 1, 2, 4, 8, not {ensemble}")
     if color not in COLOR_MODES:
         raise ConfigError(f"color must be one of {', '.join(COLOR_MODES)}, not {color!r}")
+    if not isinstance(refine, (bool, np.bool_)):
+        raise ConfigError(f"refine must be True or False, not {refine!r}")
     dev = resolve_device(device) if device is not None else _model_device(model)
     fast_layout(model, _model_device(model))
     opponent = color == "opponent" and x.shape[0] == 3 and _model_channels(model) == 1
@@ -752,9 +798,17 @@ def denoise_array(
             view = _denoise_one(model, _orient(x, k), tile, overlap, batch_size, dev)
             result += _orient(view, k, inverse=True)
         result /= ensemble
+    refined = False
+    if refine:
+        for c in range(len(result)):
+            sigma = estimate_sigma(x[c])
+            if refine_weight(sigma) > 0 and min(x.shape[1:]) >= 2 * PATCH:
+                plane = refine_plane(x[c], result[c], sigma, check=_check_cancel)
+                result[c] = np.clip(plane, 0.0, 1.0)
+                refined = True
     if opponent:
         result = np.clip(_from_opponent(result), 0.0, 1.0)
-    return np.ascontiguousarray(result[0] if squeeze else result)
+    return np.ascontiguousarray(result[0] if squeeze else result), refined
 
 
 #: ``color`` choices: how a grayscale model treats an RGB image.
@@ -803,6 +857,12 @@ class _Cancelled(Exception):
 _CANCEL = threading.local()
 
 
+def _check_cancel() -> None:
+    cancel = getattr(_CANCEL, "event", None)
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled
+
+
 def _denoise_one(
     model: AutoEncoder,
     x: np.ndarray,
@@ -849,9 +909,7 @@ def _denoise_one(
     model.eval()
     try:
         for k in range(0, len(jobs), per_pass):
-            cancel = getattr(_CANCEL, "event", None)
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled
+            _check_cancel()
             chunk = jobs[k : k + per_pass]
             batch = np.stack(
                 [stack[g, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for g, i, j in chunk]
@@ -974,6 +1032,9 @@ class DenoiseResult:
             before and after denoising (None without a reference).
         error: why the image failed, or why the reference was not used.
         seconds: time spent denoising.
+        refined: whether the collaborative Wiener refinement changed it
+            (:func:`aetool.refine.refine`: not at an estimated sigma of 30/255 or
+            more, nor on planes under 16 px, which it leaves to the model).
     """
 
     ref: ImageRef
@@ -986,6 +1047,7 @@ class DenoiseResult:
     ssim_out: float | None = None
     error: str | None = None
     seconds: float = 0.0
+    refined: bool = False
 
 
 @dataclass
@@ -996,6 +1058,7 @@ class DenoiseSummary:
     exists: int = 0
     errors: int = 0
     missing_reference: int = 0
+    refined: int = 0
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -1008,6 +1071,8 @@ class DenoiseSummary:
             self.errors += 1
         if r.status == "written" and r.error:
             self.missing_reference += 1
+        if r.status == "written" and r.refined:
+            self.refined += 1
         for key in ("sigma_est", "psnr_in", "psnr_out", "ssim_in", "ssim_out"):
             v = getattr(r, key)
             if v is not None:
@@ -1019,14 +1084,25 @@ class DenoiseSummary:
         return self.sums[key] / n if n else None
 
 
-def _as_model(model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None, device: Any):
+def _as_model(
+    model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None, device: Any
+) -> tuple[AutoEncoder, str | None]:
+    """The model placed on ``device``, and the training noise its file records (if any)."""
     if model is None:
         model = bundled_model_path()
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model, device=device).model
+        model = load_model(model, device=device)
     if isinstance(model, LoadedModel):
-        return place(model.model, device)
-    return place(model, device)
+        training = model.metadata.get("training")
+        noise = training.get("noise") if isinstance(training, dict) else None
+        return place(model.model, device), noise if isinstance(noise, str) else None
+    return place(model, device), None
+
+
+def gaussian_trained(noise: str | None) -> bool:
+    """Whether a model file's recorded training noise (``training.noise``) is Gaussian:
+    ``refine="auto"`` refines such models' output (:mod:`aetool.refine` assumes it)."""
+    return isinstance(noise, str) and noise.strip().lower().startswith("gaussian")
 
 
 def _color_for(src: SourceImage, color: str) -> str:
@@ -1035,6 +1111,15 @@ def _color_for(src: SourceImage, color: str) -> str:
     if color != "auto":
         return color
     return "channels" if src.chroma_subsampled else "opponent"
+
+
+def _refine_for(src: SourceImage, refine: bool | str) -> bool:
+    """``auto`` (for a model trained on Gaussian noise): refine, except JPEGs with
+    subsampled colour, whose noise the subsampling has made correlated and shared by
+    the channels, not the independent white noise the Wiener rule assumes."""
+    if refine == "auto":
+        return not src.chroma_subsampled
+    return bool(refine)
 
 
 def _stored_range(image: SourceImage) -> tuple[float, float]:
@@ -1086,6 +1171,7 @@ def denoise_images(
     workers: int | None = None,
     ensemble: int = 1,
     color: str = "auto",
+    refine: bool | str = "auto",
 ) -> Iterator[DenoiseResult]:
     """Denoise images and write each to ``out_dir`` at its relative path, same format and mode.
 
@@ -1115,6 +1201,10 @@ def denoise_images(
             (see :func:`denoise_array`).
         color: ``auto``, ``opponent`` or ``channels``: how a grayscale model treats RGB
             images (see :func:`denoise_array`).
+        refine: collaborative Wiener refinement of the model's output (see
+            :func:`denoise_array`): True, False, or ``auto``: on when the model
+            file records Gaussian training noise (the bundled denoiser does),
+            except for JPEGs with subsampled colour (correlated noise).
 
     Raises:
         OutputError: unsafe output folder.
@@ -1137,15 +1227,20 @@ def denoise_images(
         raise ConfigError(f"--ensemble must be one of 1, 2, 4, 8, not {ensemble}")
     if color not in (*COLOR_MODES, "auto"):
         raise ConfigError(f"--color must be auto, {', '.join(COLOR_MODES)}, not {color!r}")
+    refine = {"on": True, "off": False}.get(refine, refine) if isinstance(refine, str) else refine
+    if not (refine == "auto" or isinstance(refine, (bool, np.bool_))):
+        raise ConfigError(f"refine must be True, False or 'auto' ('on', 'off'), not {refine!r}")
     ref_dir = Path(reference) if reference is not None else None
     if ref_dir is not None and not ref_dir.is_dir():
         raise ImageError(f"reference folder {ref_dir} does not exist")
     dev = resolve_device(device)
-    net = _as_model(model, dev)
+    net, noise = _as_model(model, dev)
+    if refine == "auto" and not gaussian_trained(noise):
+        refine = False
     n_workers = workers or max(1, min(4, os.cpu_count() or 1))
     return _pipeline(
         refs, Path(out_dir), net, dev, overwrite, ref_dir, tile, overlap, batch_size, strict,
-        n_workers, ensemble, color,
+        n_workers, ensemble, color, refine,
     )  # fmt: skip
 
 
@@ -1163,6 +1258,7 @@ def _pipeline(
     workers: int,
     ensemble: int,
     color: str,
+    refine: bool | str,
 ) -> Iterator[DenoiseResult]:
     import time
 
@@ -1262,13 +1358,14 @@ def _pipeline(
                     item = (DenoiseResult(ref, dst, "error", error=msg), None)
                 else:
                     t0 = time.perf_counter()
-                    den = denoise_array(
+                    den, refined = _denoise_array(
                         net, src.pixels, tile=tile, overlap=overlap, batch_size=batch_size,
                         device=dev, ensemble=ensemble, color=_color_for(src, color),
+                        refine=_refine_for(src, refine),
                     )  # fmt: skip
                     res = DenoiseResult(
                         ref, dst, "written", sigma_est=estimate_sigma(src.pixels),
-                        seconds=time.perf_counter() - t0,
+                        seconds=time.perf_counter() - t0, refined=refined,
                     )  # fmt: skip
                     if ref_dir is not None:
                         try:

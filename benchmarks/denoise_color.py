@@ -5,11 +5,14 @@ Additive Gaussian noise, independent in R, G and B, at sigma = 15, 25 and 50
 (scikit-image's ``astronaut`` and ``coffee``), one fixed draw per picture and
 sigma (seed ``1000 + sigma``). Compared, in one process on one thread:
 
-* ``aetool, opponent``: :func:`aetool.denoising.denoise_array` at its defaults
-  (``aetool denoise``): luminance and two colour differences denoised by the
+* ``aetool, opponent``: :func:`aetool.denoising.denoise_array` at its defaults:
+  luminance and two colour differences denoised by the
   grayscale model, then mapped back to RGB;
 * ``aetool, channels``: the same model on R, G and B one by one
   (``--color channels``);
+* ``+ refine``: each followed by the collaborative Wiener refinement of each
+  plane (:mod:`aetool.refine`; ``aetool denoise``'s default with the bundled
+  model);
 * scikit-image's ``denoise_nl_means`` on the colour picture (``channel_axis``),
   with the per-sigma ``h`` factor tuned for grayscale in ``denoise_psnr.py``
   (not retuned for colour);
@@ -81,10 +84,10 @@ def main() -> None:
 
     model = load_model(bundled_model_path()).model
 
-    def aetool_color(color: str):
+    def aetool_color(color: str, refine: bool = False):
         def run(y: np.ndarray, s: int) -> np.ndarray:
             with torch.inference_mode():
-                return denoise_array(model, y, color=color)
+                return denoise_array(model, y, color=color, refine=refine)
 
         return run
 
@@ -97,7 +100,9 @@ def main() -> None:
         return out.transpose(2, 0, 1)
 
     methods = {
-        "aetool, opponent (default)": aetool_color("opponent"),
+        "aetool, opponent + refine (default)": aetool_color("opponent", refine=True),
+        "aetool, opponent": aetool_color("opponent"),
+        "aetool, channels + refine": aetool_color("channels", refine=True),
         "aetool, channels": aetool_color("channels"),
         "nl_means": nl_means,
     }
@@ -169,15 +174,18 @@ def jpeg_table(model, clean: dict[str, np.ndarray]) -> dict[str, dict[str, float
                     rows.setdefault(f"JPEG {sub_name}, noisy input", {})[key] = psnr(im, src.pixels)
                     outs = {}
                     for color in ("opponent", "channels"):
-                        with torch.inference_mode():
-                            outs[color] = denoise_array(model, src.pixels, color=color)
-                        rows.setdefault(f"JPEG {sub_name}, aetool {color}", {})[key] = psnr(
-                            im, outs[color]
-                        )
+                        for refine in (False, True):
+                            with torch.inference_mode():
+                                out = denoise_array(model, src.pixels, color=color, refine=refine)
+                            label = color + (" + refine" if refine else "")
+                            outs[label] = out
+                            rows.setdefault(f"JPEG {sub_name}, aetool {label}", {})[key] = psnr(
+                                im, out
+                            )
                     auto = _color_for(src, "auto")
-                    rows.setdefault(f"JPEG {sub_name}, aetool auto (default)", {})[key] = psnr(
-                        im, outs[auto]
-                    )
+                    for label in (auto, auto + " + refine"):
+                        row = rows.setdefault(f"JPEG {sub_name}, aetool auto: {label}", {})
+                        row[key] = psnr(im, outs[label])
     head = ["JPEG quality 95", *(f"mean σ{s}" for s in SIGMAS)]
     print("\nNoisy pictures stored as JPEG, PSNR in dB (mean of astronaut and coffee):\n")
     print("| " + " | ".join(head) + " |")

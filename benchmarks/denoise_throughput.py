@@ -11,7 +11,12 @@
    output, 8 bytes per pixel) are listed beside it: the rest is the model's
    working memory, which tiling keeps at the size of a few tiles.
 
-    python benchmarks/denoise_throughput.py                # about 2-3 minutes on 1 core
+``--refine both`` (the default) measures the throughput without and with the
+collaborative Wiener refinement (:mod:`aetool.refine`, which ``aetool denoise``
+runs by default with the bundled model: the crops' noise, sigma 20, is within
+its range), and the memory with it, in 512 px tiles of its own.
+
+    python benchmarks/denoise_throughput.py                # about 6-8 minutes on 1 core
     python benchmarks/denoise_throughput.py --images 200 --threads 2
 
 """
@@ -63,7 +68,7 @@ def make_folder(root: Path, n: int, size: int = 256, seed: int = 0) -> None:
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(root / f"{i:04d}.png")
 
 
-def throughput(n: int, threads: int) -> dict[str, object]:
+def throughput(n: int, threads: int, refine: bool) -> dict[str, object]:
     import torch
 
     from aetool.denoising import denoise_images
@@ -76,7 +81,7 @@ def throughput(n: int, threads: int) -> dict[str, object]:
         make_folder(src, n)
         made = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = list(denoise_images([src], out, model, device="cpu"))
+        results = list(denoise_images([src], out, model, device="cpu", refine=refine))
         seconds = time.perf_counter() - t0
         written = sum(r.status == "written" for r in results)
     return {"model": desc, "images": written, "seconds": seconds, "images_per_s": written / seconds,
@@ -109,7 +114,7 @@ def write_big(path: Path, size: int) -> None:
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
 
 
-def memory_child(path: str, tile: int, threads: int) -> None:
+def memory_child(path: str, tile: int, threads: int, refine: bool) -> None:
     """Run in a subprocess: denoise one image file, print peak RSS as JSON."""
     import torch
 
@@ -122,14 +127,17 @@ def memory_child(path: str, tile: int, threads: int) -> None:
     base = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        (r,) = denoise_images([path], Path(tmp) / "out", model, device="cpu", tile=tile)
+        (r,) = denoise_images(
+            [path], Path(tmp) / "out", model, device="cpu", tile=tile, refine=refine
+        )
         seconds = time.perf_counter() - t0
         assert r.status == "written", r.error
     print(json.dumps({"tile": tile, "base_mb": base, "peak_mb": _rss_mb(), "seconds": seconds}))
 
 
-def memory(path: Path, tile: int, threads: int) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--memory-child", str(path), str(tile), str(threads)]
+def memory(path: Path, tile: int, threads: int, refine: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--memory-child", str(path), str(tile), str(threads),
+           str(int(refine))]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -140,21 +148,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", default="1000,2000,4000")
     parser.add_argument("--untiled", default="1000,2000", help="sizes also run untiled")
-    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--refine", choices=["off", "on", "both"], default="both",
+        help="collaborative Wiener refinement (aetool denoise's default for the bundled "
+        "model is on): throughput without, with, or both; memory runs with it on for both",
+    )  # fmt: skip
+    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        path, tile, threads = args.memory_child
-        memory_child(path, int(tile), int(threads))
+        path, tile, threads, refine = args.memory_child
+        memory_child(path, int(tile), int(threads), bool(int(refine)))
         return
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.refine]
 
-    if args.images:
-        t = throughput(args.images, args.threads)
-        print(f"model: {t['model']}, {args.threads} thread(s)")
+    for refine in modes if args.images else []:
+        t = throughput(args.images, args.threads, refine)
+        print(f"model: {t['model']}, {args.threads} thread(s), refine {'on' if refine else 'off'}")
         print(f"throughput: {t['images']} images of 256x256 in {t['seconds']:.1f} s = "
               f"{t['images_per_s']:.1f} images/s (decode + denoise + encode + write)\n")  # fmt: skip
 
     runs = [(int(s), 256) for s in args.sizes.split(",")]
     runs += [(int(s), 100_000) for s in args.untiled.split(",") if s]
+    refine = modes[-1]
+    print(f"refine {'on' if refine else 'off'}:")
     print(f"{'image':>11} {'tiling':>10} {'time s':>7} {'base MB':>8} {'peak MB':>8} "
           f"{'delta MB':>9} {'img bufs MB':>12} {'model MB':>9}")  # fmt: skip
     tmp = tempfile.TemporaryDirectory()
@@ -162,7 +178,7 @@ def main() -> None:
         path = Path(tmp.name) / f"big{size}.png"
         if not path.exists():
             write_big(path, size)
-        m = memory(path, tile, args.threads)
+        m = memory(path, tile, args.threads, refine)
         delta = m["peak_mb"] - m["base_mb"]
         buffers = size * size * 8 / 2**20  # float32 input + float32 output
         label = f"{tile} px" if tile < size else "whole"

@@ -278,3 +278,36 @@ def test_outputs_reached_through_a_symlink_in_the_input_are_not_denoised_again(
         r["status"] == "error" and "inside the output folder" in r["error"] for r in looped
     )
     assert not (out / "to_out").exists()
+
+
+def test_refine_is_on_for_gaussian_trained_models_and_can_be_chosen(
+    tmp_path: Path, halving_model: Path
+) -> None:
+    from skimage.color import rgb2gray
+    from sklearn.datasets import load_sample_image
+
+    # fine foliage of a photo the bundled model never saw, sigma 20
+    clean = np.round(rgb2gray(load_sample_image("china.jpg"))[100:164, 100:164] * 255)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 20, clean.shape), 0, 255)
+    _write(tmp_path / "in/n.png", noisy.astype(np.uint8))
+    _write(tmp_path / "clean/n.png", clean.astype(np.uint8))
+    outs = {}
+    for flag in ("auto", "off", "on"):
+        res = _run("denoise", str(tmp_path / "in"), str(tmp_path / flag), "--refine", flag,
+                   "--reference", str(tmp_path / "clean"))  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert ("refined" in res.stderr) == (flag != "off")  # the bundled model: auto is on
+        outs[flag] = np.asarray(Image.open(tmp_path / flag / "n.png"), dtype=np.float64)
+        (row,) = _rows(res.stdout)
+        outs[flag + " psnr"] = float(row["psnr_out"])
+    np.testing.assert_array_equal(outs["auto"], outs["on"])
+    assert np.abs(outs["on"] - outs["off"]).mean() > 0.5  # grey levels
+    assert outs["on psnr"] > outs["off psnr"] + 0.3  # texture the model smoothed comes back
+    # a model file without a Gaussian-noise training record: auto is off
+    res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "h"), "-m", str(halving_model))
+    assert res.exit_code == 0 and "refined" not in res.stderr
+    res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "h2"), "-m", str(halving_model),
+               "--refine", "on")  # fmt: skip
+    assert res.exit_code == 0 and "refined" in res.stderr
+    res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "x"), "--refine", "yes")
+    assert res.exit_code == 2 and "--refine" in res.stderr

@@ -1,0 +1,269 @@
+"""Collaborative Wiener refinement: the second stage of BM3D, with a network's output as pilot.
+
+A denoising network removes most of the noise but smooths fine, repeated
+structure it never learned (textures, the fine leaves of a photo). BM3D's
+second stage (Dabov et al., "Image denoising by sparse 3-D transform-domain
+collaborative filtering", IEEE TIP 2007) recovers such structure from the
+*noisy* image, guided by a first estimate (the pilot):
+
+1. **Block matching on the pilot.** For reference patches of 8x8 pixels on a
+   grid of step :data:`STEP`, the :data:`GROUP` most similar patches of the
+   pilot within a search window are found (offsets up to :data:`RADIUS`
+   pixels, every :data:`OFFSET_STEP`-th pixel: patches shifted by one or two
+   pixels are near copies of the reference and add little but correlation);
+   matches further than :data:`TAU` (mean squared difference) are dropped and
+   the group is cut to a power of two.
+2. **Empirical Wiener filtering.** The group of noisy patches and the group
+   of pilot patches are taken to a 3-D transform domain (8x8 DCT, then Haar
+   across the group); each noisy coefficient is scaled by
+   ``P^2 / (P^2 + s^2)``, with ``P`` the pilot's coefficient and ``s`` the
+   noise level times :data:`SIGMA_SCALE`, and the group is transformed back.
+3. **Aggregation.** Every filtered patch is added back at its place with the
+   weight ``1 / (s^2 * sum(W^2))`` (groups that kept more noise count less) and
+   a Kaiser window, and each pixel is the weighted mean of its estimates.
+
+:data:`SIGMA_SCALE` below 1 (trust the noisy coefficients more than the plain
+Wiener rule would) compensates for a pilot that is smoother than the truth, as
+a network's output is. :func:`refine` then blends the result with the pilot,
+by :func:`refine_weight`: :data:`BLEND` up to sigma 25/255, nothing from 30/255
+on (there the rule recovers little, and clipped noise, as stored in files, misleads it).
+
+Every constant was chosen on pictures that are not the benchmark's test
+pictures: cell and hubble_deep_field (the bundled denoiser's validation
+pictures) and scikit-learn's china and flower, at sigma 15, 25 and 50, with
+the noise clipped and not, by mean PSNR (``benchmarks/denoise_psnr.py`` and
+BENCHMARKS.md give the results on the test pictures).
+
+Pictures with a side longer than ``TILE + 2 * MARGIN`` (576 px) run in tiles of
+:data:`TILE` pixels with :data:`MARGIN` pixels of context on every side
+(computed on the CPU, whatever device ran the network): a pixel's result depends
+only on pixels closer than that margin, and the tiles' grids line up with the
+whole picture's, so tiling changes the result only by float rounding while
+bounding the memory (about 0.5 GB at most, whatever the picture's size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aetool.errors import ConfigError
+
+#: Patch side.
+PATCH = 8
+#: Step between reference patches.
+STEP = 4
+#: Largest block-matching offset, in pixels, each way.
+RADIUS = 9
+#: Offsets searched are the multiples of this (so -9, -6, ..., 9 each way: 49 candidates).
+OFFSET_STEP = 3
+#: Most patches in a group (a power of two).
+GROUP = 16
+#: Largest mean squared difference from the reference patch for a match (20/255 squared).
+TAU = (20 / 255) ** 2
+#: The noise level used by the Wiener rule, as a fraction of the estimated one.
+SIGMA_SCALE = 0.7
+#: Weight of the refined plane against the pilot at low noise (:func:`refine_weight`).
+BLEND = 0.6
+#: The weight falls linearly from BLEND at this noise level (25/255) ...
+SIGMA_FULL = 25 / 255
+#: ... to 0 at this one (30/255): above it, the pilot is returned unrefined.
+SIGMA_OFF = 30 / 255
+#: Kaiser window parameter of the aggregation weights.
+KAISER_BETA = 2.0
+#: Tile side (a multiple of :data:`STEP`) and the context around each tile. Planes with
+#: no side longer than ``TILE + 2 * MARGIN`` (576) are refined whole, larger ones in tiles.
+TILE = 512
+MARGIN = 32
+#: Reference patches filtered per batch (bounds the memory of the 3-D groups).
+_REFS_PER_BATCH = 8192
+
+
+@cache
+def _dct(n: int) -> torch.Tensor:
+    """Orthonormal DCT-II matrix, rows = frequencies."""
+    k = np.arange(n)
+    c = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
+    c[0] /= np.sqrt(2.0)
+    return torch.tensor(c, dtype=torch.float32)
+
+
+@cache
+def _haar(n: int) -> torch.Tensor:
+    """Orthonormal Haar matrix of size n (a power of two)."""
+    if n == 1:
+        return torch.ones(1, 1)
+    h = _haar(n // 2)
+    top = torch.kron(h, torch.tensor([[1.0, 1.0]]))
+    bottom = torch.kron(torch.eye(n // 2), torch.tensor([[1.0, -1.0]]))
+    return torch.cat([top, bottom]) / math.sqrt(2.0)
+
+
+def _grid(length: int) -> tuple[list[int], int | None]:
+    """Reference positions along one side: every STEP-th, plus the last one if missed."""
+    g = list(range(0, length - PATCH + 1, STEP))
+    last = length - PATCH
+    return g, (last if g[-1] != last else None)
+
+
+def refine_weight(sigma: float) -> float:
+    """How much of the refined plane :func:`refine` keeps at noise level ``sigma``.
+
+    :data:`BLEND` up to :data:`SIGMA_FULL`, falling linearly to 0 at
+    :data:`SIGMA_OFF`. Strong noise leaves the Wiener rule little to recover,
+    and in files it is clipped at black and white, which biases the noisy
+    values the rule trusts; the network was trained on clipped noise.
+    """
+    if not sigma > 0 or not math.isfinite(sigma):
+        return 0.0
+    t = (SIGMA_OFF - sigma) / (SIGMA_OFF - SIGMA_FULL)
+    return BLEND * min(1.0, max(0.0, t))
+
+
+def refine(
+    noisy: np.ndarray,
+    pilot: np.ndarray,
+    sigma: float,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """``pilot + w * (wiener_refine(...) - pilot)`` with ``w = refine_weight(sigma)``.
+
+    What ``aetool denoise --refine`` runs on each plane: the refined plane
+    blended with the pilot, or the pilot itself (no work) at strong noise.
+    """
+    w = refine_weight(sigma)
+    p = np.asarray(pilot, dtype=np.float32)
+    if w <= 0:
+        return p.copy()
+    out = wiener_refine(noisy, p, sigma, check=check)
+    out -= p
+    out *= w
+    out += p
+    return out
+
+
+def wiener_refine(
+    noisy: np.ndarray,
+    pilot: np.ndarray,
+    sigma: float,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """Refine a denoised plane by collaborative Wiener filtering of the noisy one.
+
+    Args:
+        noisy: ``(H, W)`` float plane (the input with its noise).
+        pilot: ``(H, W)`` first estimate of the clean plane (a network's output).
+        sigma: standard deviation of the noise in ``noisy`` (same units).
+        check: called before each tile of a large plane; it may raise to stop.
+
+    Returns:
+        float32 ``(H, W)`` plane. Planes smaller than 16 pixels on a side, and
+        ``sigma <= 0``, are returned as the pilot.
+    """
+    y = np.ascontiguousarray(noisy, dtype=np.float32)
+    p = np.ascontiguousarray(pilot, dtype=np.float32)
+    if y.ndim != 2 or y.shape != p.shape:
+        raise ConfigError(f"noisy {y.shape} and pilot {p.shape} must be equal 2-D planes")
+    h, w = y.shape
+    if min(h, w) < 2 * PATCH or not sigma > 0 or not math.isfinite(sigma):
+        return p.copy()
+    s2 = float(sigma * SIGMA_SCALE) ** 2
+    if max(h, w) <= TILE + 2 * MARGIN:
+        return _refine(torch.from_numpy(y), torch.from_numpy(p), s2).numpy()
+    out = np.empty((h, w), np.float32)
+    for y0 in range(0, h, TILE):
+        for x0 in range(0, w, TILE):
+            y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
+            a, b = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
+            c, d = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
+            if check is not None:
+                check()
+            part = _refine(
+                torch.from_numpy(np.ascontiguousarray(y[a:c, b:d])),
+                torch.from_numpy(np.ascontiguousarray(p[a:c, b:d])),
+                s2,
+            ).numpy()
+            out[y0:y1, x0:x1] = part[y0 - a : y1 - a, x0 - b : x1 - b]
+    return out
+
+
+@torch.inference_mode()
+def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
+    n, r = PATCH, RADIUS
+    h, w = y.shape
+    both = F.pad(torch.stack([y, p])[None], (r, r, r, r), mode="reflect")[0]  # sides >= 16
+    pp = both[1]
+    hp, wp = pp.shape
+
+    # 1. block matching on the pilot: mean squared differences of every reference patch to
+    # its candidates, as box sums of squared differences of shifted copies of the picture
+    gr, lr = _grid(h)
+    gc, lc = _grid(w)
+    rows = torch.tensor(gr + ([lr] if lr is not None else []))
+    cols = torch.tensor(gc + ([lc] if lc is not None else []))
+    offsets = [(dy, dx) for dy in range(-r, r + 1, OFFSET_STEP)
+               for dx in range(-r, r + 1, OFFSET_STEP)]  # fmt: skip
+    ref = pp[r : r + h, r : r + w]
+    diff = torch.empty(len(offsets), 1, h, w)
+    for i, (dy, dx) in enumerate(offsets):
+        torch.sub(pp[r + dy : r + dy + h, r + dx : r + dx + w], ref, out=diff[i, 0])
+    diff.square_()
+    a = F.avg_pool2d(diff, (n, 1), stride=(STEP, 1))
+    if lr is not None:
+        a = torch.cat([a, F.avg_pool2d(diff[:, :, lr : lr + n], (n, 1))], 2)
+    del diff
+    dist = F.avg_pool2d(a, (1, n), stride=(1, STEP))
+    if lc is not None:
+        dist = torch.cat([dist, F.avg_pool2d(a[:, :, :, lc : lc + n], (1, n))], 3)
+    del a
+    dist = dist.reshape(len(offsets), -1)
+    dist[offsets.index((0, 0))] = -1.0  # the reference heads its group, even among exact ties
+    k_max = min(GROUP, len(offsets))
+    dd, best = dist.topk(k_max, dim=0, largest=False, sorted=True)
+    dd, best = dd.T, best.T  # (refs, k_max), nearest first; the reference itself is first
+    count = (dd <= TAU).sum(1).clamp_min(1)
+    size = 2 ** torch.floor(torch.log2(count.float())).long()
+    off = torch.tensor(offsets)
+    ry = rows[:, None].expand(-1, len(cols)).reshape(-1)
+    rx = cols[None, :].expand(len(rows), -1).reshape(-1)
+
+    # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, rows = positions
+    pw, ph = wp - n + 1, hp - n + 1
+    d2 = torch.kron(_dct(n), _dct(n))
+    spec = both.unfold(1, n, 1).unfold(2, n, 1).reshape(2, -1, n * n) @ d2.T
+    win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)
+    win2 = (win[:, None] * win[None, :]).reshape(-1)
+    acc = torch.zeros(ph * pw, n * n)
+    wsum = torch.zeros(ph * pw)
+    for k in torch.unique(size).tolist():
+        members = (size == k).nonzero()[:, 0]
+        haar = _haar(k)
+        for start in range(0, len(members), _REFS_PER_BATCH):
+            sel = members[start : start + _REFS_PER_BATCH]
+            b = best[sel, :k]
+            pos = (ry[sel, None] + r + off[b, 0]) * pw + (rx[sel, None] + r + off[b, 1])
+            pos = pos.reshape(-1)
+            g = spec.index_select(1, pos).view(2, -1, k, n * n)
+            if k > 1:
+                g = torch.matmul(haar, g)
+            noisy_t, gain = g[0], g[1].square_()
+            gain.div_(gain + s2)
+            weight = 1.0 / (s2 * gain.square().sum((1, 2))).clamp_min(1e-12)
+            z = gain.mul_(noisy_t)
+            if k > 1:
+                z = torch.matmul(haar.T, z)
+            z = (z @ d2).mul_(weight[:, None, None] * win2)
+            # 3. aggregation: sums per patch position, spread over the pixels by fold below
+            acc.index_add_(0, pos, z.view(-1, n * n))
+            wsum.index_add_(0, pos, weight[:, None].expand(-1, k).reshape(-1))
+    del spec
+    num = F.fold(acc.T.contiguous()[None], (hp, wp), n)[0, 0]
+    den = F.conv_transpose2d(wsum.view(1, 1, ph, pw), win.view(1, 1, n, 1))  # separable:
+    den = F.conv_transpose2d(den, win.view(1, 1, 1, n))[0, 0]  # the window is an outer product
+    num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
+    return torch.where(den > 0, num / den.clamp_min(1e-30), p)
