@@ -16,22 +16,30 @@
 #   G  32/3/192 (2.36M, 4.7 MB)                            1.52x
 #   H  32/4/192 (3.84M, 7.7 MB)                            1.65x
 #
+# Or fine-tunings (`--init`) of the bundled file, $INIT, keeping its architecture and
+# so its speed; each draws other patches (its own seed), loss weighted by (0.1/sigma)^2:
+#   F1 batch 32,  lr 1e-4        F2 batch 64,  lr 2e-4
+#   F3 batch 128, lr 3e-4        F4 batch 64,  lr 2e-4, 192 px patches
+#
 # The device machine may lack scikit-image pictures: write them here first and carry
 # the file along:
 #   python examples/train_pretrained_denoiser.py --save-pictures .devdata/pictures.npz
 #   (device) OUT=... bash examples/gpu_denoiser_candidates.sh      # carry .devdata
 #
 # Environment: PY (python3), DEV (cuda), BUDGET (seconds per run, 400), CANDIDATES
-# ("B G H"), PICTURES (.devdata/pictures.npz), OUT (/tmp/denoiser-candidates),
-# TEST_TIMEOUT (90; 0 skips the GPU tests).
+# ("B G H"), PICTURES (.devdata/pictures.npz), INIT (the bundled file), OUT
+# (/tmp/denoiser-candidates), TEST_TIMEOUT (90; 0 skips the GPU tests, which run
+# alongside the trainings).
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 DEV=${DEV:-cuda}
 BUDGET=${BUDGET:-400}
 OUT=${OUT:-/tmp/denoiser-candidates}
 PICTURES=${PICTURES:-.devdata/pictures.npz}
+INIT=${INIT:-aetool/pretrained/denoiser-gray.safetensors}
+FT="--init $INIT --weight-power 2"
 mkdir -p "$OUT"
 T0=$(date +%s)
 el() { echo "[$(($(date +%s) - T0)) s] $*"; }
@@ -42,6 +50,10 @@ arch() {
     B) echo "--base-channels 24 --depth 4 --max-channels 128 --convs-per-level 2 --bottleneck-convs 3" ;;
     G) echo "--base-channels 32 --depth 3 --max-channels 192 --convs-per-level 2 --bottleneck-convs 4" ;;
     H) echo "--base-channels 32 --depth 4 --max-channels 192 --convs-per-level 2 --bottleneck-convs 4" ;;
+    F1) echo "$FT --seed 11 --batch-size 32 --lr 1e-4 --warmup 200" ;;
+    F2) echo "$FT --seed 12 --batch-size 64 --lr 2e-4 --warmup 300" ;;
+    F3) echo "$FT --seed 13 --batch-size 128 --lr 3e-4 --warmup 300" ;;
+    F4) echo "$FT --seed 14 --batch-size 64 --lr 2e-4 --warmup 300 --patch-size 192" ;;
     *) echo "unknown candidate $1" >&2; return 1 ;;
   esac
 }
@@ -59,12 +71,13 @@ for c in ${CANDIDATES:-B G H}; do
   pids+=($!)
 done
 el "started ${CANDIDATES:-B G H}"
+if [ "${TEST_TIMEOUT:-90}" != 0 ]; then
+  (timeout "${TEST_TIMEOUT:-90}" $PY -m pytest -q -p no:cacheprovider -m gpu -rs tests \
+    >"$OUT/gpu_tests.log" 2>&1; el "pytest -m gpu exit $?") &
+fi
 wait "${pids[@]}"
 el "trainings done"
-grep -H "validation PSNR\|wrote\|Error" "$OUT"/cand*.log
-if [ "${TEST_TIMEOUT:-90}" != 0 ]; then
-  timeout "${TEST_TIMEOUT:-90}" $PY -m pytest -q -p no:cacheprovider -m gpu -rs tests >"$OUT/gpu_tests.log" 2>&1
-  el "pytest -m gpu exit $?"
-  tail -3 "$OUT/gpu_tests.log"
-fi
+wait
+grep -H "ms per step\|validation PSNR\|deadline\|wrote\|Error" "$OUT"/cand*.log
+[ -f "$OUT/gpu_tests.log" ] && tail -4 "$OUT/gpu_tests.log"
 el "end"

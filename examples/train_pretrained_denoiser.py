@@ -34,7 +34,7 @@ first times 60 throwaway steps of a model that is then discarded, sets
 seconds whatever the step; the file records the schedule's length and where it
 stopped, so ``--steps N --stop-at M`` reruns it exactly.
 
-The bundled model was made in three stages:
+The bundled model was made in five stages:
 
 1. ``--time-budget 270`` on one NVIDIA H200 shared with four other runs
    scheduled 9,500 steps and stopped at the deadline after 9,046 (310 s). The
@@ -56,6 +56,18 @@ The bundled model was made in three stages:
        python examples/train_pretrained_denoiser.py --init stage2.safetensors \
            --device cpu --threads 2 --steps 3000 --lr 1e-4 --warmup 100 \
            --weight-power 2 --overwrite
+
+4. and 5. ``--init`` fine-tunings on one H200, each the best of four run side by
+   side (``examples/gpu_denoiser_candidates.sh`` with ``CANDIDATES="F1 F2 F3 F4"``;
+   the model card gives all eight and the rule that chose)::
+
+       git show a717546:aetool/pretrained/denoiser-gray.safetensors > stage3.safetensors
+       python examples/train_pretrained_denoiser.py --init stage3.safetensors \
+           --weight-power 2 --seed 13 --batch-size 128 --lr 3e-4 --warmup 300 \
+           --steps 5000 -o stage4.safetensors
+       python examples/train_pretrained_denoiser.py --init stage4.safetensors \
+           --weight-power 2 --seed 14 --batch-size 64 --lr 2e-4 --warmup 300 \
+           --patch-size 192 --steps 4000 --stop-at 3802 --overwrite
 
 With ``--init`` the architecture comes from the file, and the new file records
 the run it started from (``aetool info`` shows it). Random numbers come from
