@@ -26,10 +26,10 @@ denoiser, except on JPEGs with subsampled colour, whose noise is correlated)
 each plane the model denoised is refined by collaborative Wiener filtering of
 the noisy plane guided by the model's output (:mod:`aetool.refine`, BM3D's
 second stage), at the plane's estimated noise level, blended with the model's
-output and skipped for planes whose estimated sigma is 30/255 or more: +0.1 to
-+0.2 dB PSNR on held-out photos at sigma 15, up to +1 dB on fine texture, at
-about 3x the time of the model alone. It runs on the CPU, in 512 px tiles of
-its own on large images.
+output and skipped for planes whose estimated sigma is 30/255 or more: +0.2 dB
+PSNR on average on held-out photos at sigma 15 (+0.02 to +0.35), up to +1 dB on
+fine texture, at about 3.5x the time of the model alone. It runs on the CPU, in
+510 px tiles of its own on large images.
 
 Channels. A grayscale model denoises an RGB image in an opponent colour space
 (``color="opponent"``, the default): luminance (R+G+B)/3 and two colour

@@ -8,9 +8,10 @@ collaborative filtering", IEEE TIP 2007) recovers such structure from the
 
 1. **Block matching on the pilot.** For reference patches of 8x8 pixels on a
    grid of step :data:`STEP`, the :data:`GROUP` most similar patches of the
-   pilot within a search window are found (offsets up to :data:`RADIUS`
-   pixels, every :data:`OFFSET_STEP`-th pixel: patches shifted by one or two
-   pixels are near copies of the reference and add little but correlation);
+   pilot within a small search window are found (offsets up to :data:`RADIUS`
+   pixels, every :data:`OFFSET_STEP`-th pixel: a patch shifted by one pixel is
+   a near copy of the reference and adds little but correlation, and nearby
+   matches served the network's pilot better than far ones);
    matches further than :data:`TAU` (mean squared difference) are dropped and
    the group is cut to a power of two.
 2. **Empirical Wiener filtering.** The group of noisy patches and the group
@@ -57,17 +58,17 @@ from aetool.errors import ConfigError
 #: Patch side.
 PATCH = 8
 #: Step between reference patches.
-STEP = 4
+STEP = 3
 #: Largest block-matching offset, in pixels, each way.
-RADIUS = 9
-#: Offsets searched are the multiples of this (so -9, -6, ..., 9 each way: 49 candidates).
-OFFSET_STEP = 3
+RADIUS = 4
+#: Offsets searched are the multiples of this (so -4, -2, 0, 2, 4 each way: 25 candidates).
+OFFSET_STEP = 2
 #: Most patches in a group (a power of two).
 GROUP = 16
 #: Largest mean squared difference from the reference patch for a match (20/255 squared).
 TAU = (20 / 255) ** 2
 #: The noise level used by the Wiener rule, as a fraction of the estimated one.
-SIGMA_SCALE = 0.7
+SIGMA_SCALE = 0.65
 #: Weight of the refined plane against the pilot at low noise (:func:`refine_weight`).
 BLEND = 0.6
 #: The weight falls linearly from BLEND at this noise level (25/255) ...
@@ -76,10 +77,11 @@ SIGMA_FULL = 25 / 255
 SIGMA_OFF = 30 / 255
 #: Kaiser window parameter of the aggregation weights.
 KAISER_BETA = 2.0
-#: Tile side (a multiple of :data:`STEP`) and the context around each tile. Planes with
-#: no side longer than ``TILE + 2 * MARGIN`` (576) are refined whole, larger ones in tiles.
-TILE = 512
-MARGIN = 32
+#: Tile side and the context around each tile, both multiples of :data:`STEP` so that
+#: every tile's grid of reference patches lies on the whole plane's. Planes with no side
+#: longer than ``TILE + 2 * MARGIN`` (576) are refined whole, larger ones in tiles.
+TILE = 510
+MARGIN = 33
 #: Reference patches filtered per batch (bounds the memory of the 3-D groups).
 _REFS_PER_BATCH = 8192
 

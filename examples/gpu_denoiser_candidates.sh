@@ -4,9 +4,10 @@
 # For a short loan of a GPU machine (one command, under 10 minutes). Each candidate is
 # `examples/train_pretrained_denoiser.py --time-budget $BUDGET` with one architecture;
 # all run at once, so each gets a share of the GPU. The model files (with their
-# validation PSNR in the metadata) and the logs land in $OUT. Choose among them by the
-# recorded validation PSNR only, then measure the chosen one on the test pictures here
-# on the CPU (`python benchmarks/denoise_psnr.py --model FILE`), never choosing on those.
+# validation PSNR in the metadata) and the logs land in $OUT. Choose among them by
+# validation PSNR only (`python examples/choose_denoiser.py --base BUNDLED FILES...`,
+# here on the CPU), then measure the chosen one on the test pictures
+# (`python benchmarks/denoise_psnr.py --model FILE`), never choosing on those.
 #
 # The candidates (all 2 convs per level, 4 bottleneck convs unless noted) and their CPU
 # time on one 512x512 picture relative to E (`python benchmarks/cpu_layout.py --archs`;

@@ -55,12 +55,20 @@ def test_tiles_give_the_whole_picture_result(monkeypatch: pytest.MonkeyPatch) ->
     noisy = _noisy(clean, 0.08, seed=1)
     pilot = gaussian_filter(noisy, 1.0)
     whole = wiener_refine(noisy, pilot, 0.08)
-    monkeypatch.setattr(refine, "TILE", 64)  # tiles when a side is over 64 + 2 * 32
+    # tiles when a side is over 66 + 2 * 33; both multiples of STEP, as the module's are
+    monkeypatch.setattr(refine, "TILE", 66)
+    assert refine.TILE % refine.STEP == 0 and refine.MARGIN % refine.STEP == 0
     calls: list[int] = []
     tiled = wiener_refine(noisy, pilot, 0.08, check=lambda: calls.append(1))
-    assert len(calls) == 3 * 4  # 150 / 64 -> 3 rows, 230 / 64 -> 4 columns of tiles
+    assert len(calls) == 3 * 4  # 150 / 66 -> 3 rows, 230 / 66 -> 4 columns of tiles
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     assert np.abs(whole - pilot).max() > 0.01  # it did change the picture
+
+
+def test_tiles_line_up_with_the_whole_planes_grid() -> None:
+    # a tile starts at a multiple of TILE and its context MARGIN before: both must be
+    # multiples of STEP, or tiled planes would differ from whole ones (see the test above)
+    assert refine.TILE % refine.STEP == 0 and refine.MARGIN % refine.STEP == 0
 
 
 def test_check_can_stop_a_tiled_run(monkeypatch: pytest.MonkeyPatch) -> None:
