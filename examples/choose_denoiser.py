@@ -16,7 +16,8 @@ unclipped noise, fixed seeds. A candidate is *eligible* if no sigma scores more 
 three sigmas is *chosen* if that mean beats the base's by ``--margin`` dB or more.
 
 The table goes to stderr; the chosen file's path is the only line on stdout. Exit
-status: 0 a candidate was chosen, 1 none was (keep the base), 2 bad arguments.
+status: 0 a candidate was chosen, 1 none was (keep the base), 2 bad arguments (a file
+named twice, the base among the candidates say, is one).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.crop < 16:
         parser.error("--crop must be at least 16")
+    paths = [p.resolve() for p in [args.base, *args.candidates]]
+    if len(set(paths)) < len(paths):
+        parser.error("a file is named twice (the base among the candidates?)")
     torch.set_num_threads(args.threads)
     pictures = [im[: args.crop, : args.crop] for im in load_pictures(VAL_IMAGES, args.pictures)]
     scores: dict[str, dict[str, float]] = {}

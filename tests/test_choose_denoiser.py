@@ -75,3 +75,10 @@ def test_main_refuses_a_file_that_is_not_a_denoiser(chooser, tmp_path: Path) -> 
     with pytest.raises(SystemExit) as exc:
         chooser.main(["--base", str(bundled_model_path()), str(bad), "--crop", "32"])
     assert exc.value.code == 2
+
+
+def test_main_refuses_the_base_among_the_candidates(chooser) -> None:
+    base = str(bundled_model_path())
+    with pytest.raises(SystemExit) as exc:
+        chooser.main(["--base", base, base, "--crop", "32"])
+    assert exc.value.code == 2
