@@ -21,6 +21,8 @@
 # so its speed; each draws other patches (its own seed), loss weighted by (0.1/sigma)^2:
 #   F1 batch 32,  lr 1e-4        F2 batch 64,  lr 2e-4
 #   F3 batch 128, lr 3e-4        F4 batch 64,  lr 2e-4, 192 px patches
+#   F5 batch 64,  lr 1e-4, 192 px   F6 batch 64,  lr 2e-4, 256 px
+#   F7 batch 128, lr 2e-4, 192 px   F8 batch 32,  lr 1e-4, 256 px
 #
 # The device machine may lack scikit-image pictures: write them here first and carry
 # the file along:
@@ -55,6 +57,10 @@ arch() {
     F2) echo "$FT --seed 12 --batch-size 64 --lr 2e-4 --warmup 300" ;;
     F3) echo "$FT --seed 13 --batch-size 128 --lr 3e-4 --warmup 300" ;;
     F4) echo "$FT --seed 14 --batch-size 64 --lr 2e-4 --warmup 300 --patch-size 192" ;;
+    F5) echo "$FT --seed 15 --batch-size 64 --lr 1e-4 --warmup 300 --patch-size 192" ;;
+    F6) echo "$FT --seed 16 --batch-size 64 --lr 2e-4 --warmup 300 --patch-size 256" ;;
+    F7) echo "$FT --seed 17 --batch-size 128 --lr 2e-4 --warmup 300 --patch-size 192" ;;
+    F8) echo "$FT --seed 18 --batch-size 32 --lr 1e-4 --warmup 200 --patch-size 256" ;;
     *) echo "unknown candidate $1" >&2; return 1 ;;
   esac
 }
