@@ -28,6 +28,9 @@ Wiener rule would) compensates for a pilot that is smoother than the truth, as
 a network's output is. :func:`refine` then blends the result with the pilot,
 by :func:`refine_weight`: :data:`BLEND` up to sigma 25/255, nothing from 30/255
 on (there the rule recovers little, and clipped noise, as stored in files, misleads it).
+:func:`aetool.denoising.denoise_array` passes the noise level it estimates from what the
+network took away (:func:`aetool.denoising.refine_sigma`), which counts less texture as
+noise than an estimate from the noisy plane alone.
 
 Every constant was chosen on pictures that are not the benchmark's test
 pictures: cell and hubble_deep_field (the bundled denoiser's validation
@@ -234,10 +237,14 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
     ry = rows[:, None].expand(-1, len(cols)).reshape(-1)
     rx = cols[None, :].expand(len(rows), -1).reshape(-1)
 
-    # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, rows = positions
+    # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, as one grouped
+    # convolution laid out channels-last: a row per patch position, both planes side by side
     pw, ph = wp - n + 1, hp - n + 1
     d2 = torch.kron(_dct(n), _dct(n))
-    spec = both.unfold(1, n, 1).unfold(2, n, 1).reshape(2, -1, n * n) @ d2.T
+    x = both[None].contiguous(memory_format=torch.channels_last)
+    filters = d2.view(n * n, 1, n, n).repeat(2, 1, 1, 1)
+    spec = F.conv2d(x, filters.contiguous(memory_format=torch.channels_last), groups=2)
+    spec = spec.permute(0, 2, 3, 1).reshape(ph * pw, 2, n * n)  # no copy if channels-last
     win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)
     win2 = (win[:, None] * win[None, :]).reshape(-1)
     acc = torch.zeros(ph * pw, n * n)
@@ -247,25 +254,34 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
         haar = _haar(k)
         for start in range(0, len(members), _REFS_PER_BATCH):
             sel = members[start : start + _REFS_PER_BATCH]
-            b = best[sel, :k]
-            pos = (ry[sel, None] + r + off[b, 0]) * pw + (rx[sel, None] + r + off[b, 1])
+            m = len(sel)
+            b = best[sel, :k].T  # (k, m): the groups' j-th members together, so that the
+            # Haar transform across each group is one matrix product for the whole batch
+            pos = (ry[sel] + r + off[b, 0]) * pw + (rx[sel] + r + off[b, 1])
             pos = pos.reshape(-1)
-            g = spec.index_select(1, pos).view(2, -1, k, n * n)
+            g = spec.index_select(0, pos)
             if k > 1:
-                g = torch.matmul(haar, g)
-            noisy_t, gain = g[0], g[1].square_()
+                g = torch.mm(haar, g.view(k, -1))
+            g = g.view(k, m, 2, n * n)
+            noisy_t, gain = g[:, :, 0], g[:, :, 1].square()
             gain.div_(gain + s2)
-            weight = 1.0 / (s2 * gain.square().sum((1, 2))).clamp_min(1e-12)
+            weight = 1.0 / (s2 * gain.square().sum((0, 2))).clamp_min(1e-12)
             z = gain.mul_(noisy_t)
             if k > 1:
-                z = torch.matmul(haar.T, z)
-            z = (z @ d2).mul_(weight[:, None, None] * win2)
+                z = torch.mm(haar.T, z.view(k, -1))
+            z = (z.view(-1, n * n) @ d2).view(k, m, n * n).mul_(weight[:, None] * win2)
             # 3. aggregation: sums per patch position, spread over the pixels by fold below
             acc.index_add_(0, pos, z.view(-1, n * n))
-            wsum.index_add_(0, pos, weight[:, None].expand(-1, k).reshape(-1))
-    del spec
+            wsum.index_add_(0, pos, weight.expand(k, -1).reshape(-1))
+    del spec, x
     num = F.fold(acc.T.contiguous()[None], (hp, wp), n)[0, 0]
-    den = F.conv_transpose2d(wsum.view(1, 1, ph, pw), win.view(1, 1, n, 1))  # separable:
-    den = F.conv_transpose2d(den, win.view(1, 1, 1, n))[0, 0]  # the window is an outer product
+    den = torch.zeros(hp, pw)  # the window is an outer product: spread wsum by rows, then columns
+    wsum = wsum.view(ph, pw)
+    for i in range(n):
+        den[i : i + ph].add_(wsum, alpha=float(win[i]))
+    den2 = torch.zeros(hp, wp)
+    for j in range(n):
+        den2[:, j : j + pw].add_(den, alpha=float(win[j]))
+    den = den2
     num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
     return torch.where(den > 0, num / den.clamp_min(1e-30), p)

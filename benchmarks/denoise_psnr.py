@@ -24,7 +24,8 @@ the picture (``aetool denoise --ensemble N``, N = 2, 4, 8), N times the work.
 ``+ refine`` follows the model with collaborative Wiener filtering of the noisy
 picture, the model's output as pilot (:mod:`aetool.refine`, BM3D's second
 stage; ``aetool denoise --refine``, on by default for the bundled model), at
-the noise level :func:`aetool.denoising.estimate_sigma` finds: still blind.
+the noise level :func:`aetool.denoising.refine_sigma` finds in what the model took
+away: still blind.
 Its constants were chosen on other pictures (cell, hubble_deep_field and
 scikit-learn's china and flower), never on these.
 
@@ -34,9 +35,10 @@ file would: the realistic input of ``aetool denoise``; there the model is
 compared with nl_means and BM3D only (still given the sigma of the noise
 before clipping).
 
-Seconds per 512x512 picture: median of 3 runs on ``camera`` at sigma 25 after
-a warm-up run; BM3D's is the mean of its single runs on the two 512x512
-pictures in table 1. ``model`` is timed as ``aetool denoise`` runs it (the
+Seconds per 512x512 picture: median of 3 rounds on ``camera`` at sigma 25, each
+round running every method once, BM3D included, one after the other (so a
+machine that slows down or speeds up during the run moves all of them alike),
+after a warm-up round without BM3D. ``model`` is timed as ``aetool denoise`` runs it (the
 whole picture in one pass); ``model, 256 px tiles`` forces nine overlapping 256 px
 tiles (``--batch-size 1``), the per-pixel cost of pictures too big for one pass.
 
@@ -158,10 +160,9 @@ def methods(model_path: Path, use_bm3d: bool) -> dict[str, Method]:
 
 def evaluate(
     funcs: dict[str, Method], clean: dict[str, np.ndarray], clip: bool
-) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """PSNR per method per ``image/sigma``, and the seconds of each run on a 512x512 picture."""
+) -> dict[str, dict[str, float]]:
+    """PSNR per method per ``image/sigma``."""
     psnrs: dict[str, dict[str, float]] = {k: {} for k in funcs}
-    secs: dict[str, list[float]] = {k: [] for k in funcs}
     for s in SIGMAS:
         for name, im in clean.items():
             y = noisy(im, s)
@@ -172,28 +173,29 @@ def evaluate(
                 den = f(y, s)
                 dt = time.perf_counter() - t0
                 psnrs[k][f"{name}/{s}"] = psnr(im, den)
-                if im.shape == (512, 512):
-                    secs[k].append(dt)
                 print(f"  {'clipped ' if clip else ''}{k} {name} {s}: "
                       f"{psnrs[k][f'{name}/{s}']:.2f} dB {dt:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
-    return psnrs, secs
+    return psnrs
 
 
-def time_512(funcs: dict[str, Method], clean: np.ndarray, skip: set[str]) -> dict[str, float]:
-    """Median seconds of 3 runs (after a warm-up) on a 512x512 picture at sigma 25."""
+def time_512(funcs: dict[str, Method], clean: np.ndarray, rounds: int = 3) -> dict[str, float]:
+    """Median seconds per method on a 512x512 picture at sigma 25, over interleaved rounds.
+
+    Each round runs every method once in turn, so drift of a shared machine's speed
+    during the benchmark reaches every method alike; a warm-up round (BM3D, which has
+    run many times by then, left out) comes first.
+    """
     y = noisy(clean, 25)
-    out = {}
     for k, f in funcs.items():
-        if k in skip:
-            continue
-        f(y, 25)
-        runs = []
-        for _ in range(3):
+        if k != "bm3d":
+            f(y, 25)
+    runs: dict[str, list[float]] = {k: [] for k in funcs}
+    for _ in range(rounds):
+        for k, f in funcs.items():
             t0 = time.perf_counter()
             f(y, 25)
-            runs.append(time.perf_counter() - t0)
-        out[k] = statistics.median(runs)
-    return out
+            runs[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def table(psnrs: dict[str, dict[str, float]], noisy_psnr: dict[str, float]) -> str:
@@ -222,15 +224,13 @@ def main() -> None:
     clean = {n: load_gray(n) for n in IMAGES}
     funcs = methods(model_path, use_bm3d=not args.no_bm3d)
     t0 = time.perf_counter()
-    psnrs, secs = evaluate(funcs, clean, clip=False)
+    psnrs = evaluate(funcs, clean, clip=False)
     clipped_funcs = {
         k: f for k, f in funcs.items() if k in ("model", "model + refine", "nl_means", "bm3d")
     }
-    psnrs_clip, _ = evaluate(clipped_funcs, clean, clip=True)
+    psnrs_clip = evaluate(clipped_funcs, clean, clip=True)
     tiled = {"model, 256 px tiles": lambda y, s: funcs["model"](y, s, 1)}
-    seconds = time_512(funcs | tiled, clean["camera"], skip={"bm3d"})
-    if "bm3d" in funcs:
-        seconds["bm3d"] = float(np.mean(secs["bm3d"]))
+    seconds = time_512(funcs | tiled, clean["camera"])
     noisy_in = {f"{n}/{s}": psnr(im, noisy(im, s)) for s in SIGMAS for n, im in clean.items()}
     noisy_clip = {
         f"{n}/{s}": psnr(im, np.clip(noisy(im, s), 0, 1)) for s in SIGMAS for n, im in clean.items()

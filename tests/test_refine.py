@@ -97,7 +97,7 @@ def test_edge_cases_return_the_pilot_or_refuse() -> None:
 
 
 def test_denoise_array_refines_every_plane_at_its_own_noise_level() -> None:
-    from aetool.denoising import _from_opponent, _to_opponent, estimate_sigma
+    from aetool.denoising import _from_opponent, _to_opponent, refine_sigma
 
     class Blur(torch.nn.Module):  # a stand-in denoiser: a fixed Gaussian blur
         fully_convolutional = True
@@ -114,10 +114,11 @@ def test_denoise_array_refines_every_plane_at_its_own_noise_level() -> None:
     refined = denoise_array(Blur(), noisy, refine=True)
     assert refined.shape == noisy.shape
     assert psnr(clean, refined) > psnr(clean, plain) + 1.0
-    # the same as refining the opponent planes one by one, each at its own estimated sigma
+    # the same as refining the opponent planes one by one, each at the sigma estimated from
+    # what the model took away
     z = _to_opponent(noisy)
     pilot = np.stack([np.clip(gaussian_filter(p, 1.2), 0, 1) for p in z])
-    sigmas = [estimate_sigma(z[c]) for c in range(3)]
+    sigmas = [refine_sigma(z[c], pilot[c]) for c in range(3)]
     assert all(0 < refine_weight(s) for s in sigmas)
     expect = np.stack([np.clip(refine.refine(z[c], pilot[c], sigmas[c]), 0, 1) for c in range(3)])
     np.testing.assert_allclose(refined, np.clip(_from_opponent(expect), 0, 1), atol=1e-5)
@@ -221,3 +222,19 @@ def test_refined_reports_whether_anything_changed(tmp_path) -> None:
     }  # fmt: skip
     with pytest.raises(ConfigError, match="refine must be True or False"):
         denoise_array(_Identity(), clean / 255, refine="off")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["grass", "gravel"])
+def test_refine_sigma_counts_less_texture_as_noise(name: str) -> None:
+    """On fine texture the plain wavelet estimate overshoots; the residual one is closer."""
+    from aetool.denoising import bundled_model_path, estimate_sigma, refine_sigma
+    from aetool.modelfile import load_model
+
+    clean = (getattr(data, name)()[:256, :256] / 255.0).astype(np.float32)
+    sigma = 15 / 255
+    noisy = _noisy(clean, sigma, seed=1)
+    pilot = denoise_array(load_model(bundled_model_path()), noisy)
+    plain, resid = estimate_sigma(noisy), refine_sigma(noisy, pilot)
+    assert plain > 1.1 * sigma  # texture read as noise
+    assert abs(np.log(resid / sigma)) < abs(np.log(plain / sigma))
+    assert 0.75 * sigma < resid < 1.1 * sigma
