@@ -38,9 +38,10 @@ before clipping).
 Seconds per 512x512 picture: median of 3 rounds on ``camera`` at sigma 25, each
 round running every method once, BM3D included, one after the other (so a
 machine that slows down or speeds up during the run moves all of them alike),
-after a warm-up round without BM3D. ``model`` is timed as ``aetool denoise`` runs it (the
-whole picture in one pass); ``model, 256 px tiles`` forces nine overlapping 256 px
-tiles (``--batch-size 1``), the per-pixel cost of pictures too big for one pass.
+after a warm-up round without BM3D. ``model`` is timed as ``aetool denoise``
+runs it (the whole picture in one pass); ``model, 256 px tiles`` forces nine
+overlapping 256 px tiles (``--batch-size 1``), the per-pixel cost of pictures
+too big for one pass.
 
     python benchmarks/denoise_psnr.py                    # about 6-7 minutes on one core
     python benchmarks/denoise_psnr.py --no-bm3d          # about 2-3 minutes
