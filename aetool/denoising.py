@@ -29,7 +29,7 @@ second stage), at the plane's estimated noise level (that of the noisy plane
 minus the model's output, :func:`refine_sigma`), blended with the model's output
 and skipped for planes whose estimated sigma is 30/255 or more: +0.2 dB PSNR on
 average on held-out photos at sigma 15 (+0.02 to +0.35), up to +1 dB on
-fine texture, at about 3.5x the time of the model alone. It runs on the CPU, in
+fine texture, at about 2.4x the time of the model alone. It runs on the CPU, in
 510 px tiles of its own on large images.
 
 Channels. A grayscale model denoises an RGB image in an opponent colour space
@@ -762,7 +762,7 @@ def denoise_array(
             Gaussian-like noise, with the bundled denoiser on held-out photos:
             +0.2 / +0.1 dB PSNR at sigma 15 / 25 (+0.12 / +0.03 when the noise
             was clipped, as in 8-bit files), up to +1 dB on fine texture; about
-            2.5-3.5 times the work of the model alone on the CPU, where it always
+            2-2.5 times the time of the model alone on the CPU, where it always
             runs.
 
     Returns:
