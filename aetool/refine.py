@@ -277,13 +277,12 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
             wsum.index_add_(0, pos, weight.expand(k, -1).reshape(-1))
     del spec, x
     num = F.fold(acc.T.contiguous()[None], (hp, wp), n)[0, 0]
-    den = torch.zeros(hp, pw)  # the window is an outer product: spread wsum by rows, then columns
-    wsum = wsum.view(ph, pw)
+    # the weights spread like the patches, by the window, an outer product: rows, then columns
+    by_rows = torch.zeros(hp, pw)
     for i in range(n):
-        den[i : i + ph].add_(wsum, alpha=float(win[i]))
-    den2 = torch.zeros(hp, wp)
+        by_rows[i : i + ph].add_(wsum.view(ph, pw), alpha=float(win[i]))
+    den = torch.zeros(hp, wp)
     for j in range(n):
-        den2[:, j : j + pw].add_(den, alpha=float(win[j]))
-    den = den2
+        den[:, j : j + pw].add_(by_rows, alpha=float(win[j]))
     num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
     return torch.where(den > 0, num / den.clamp_min(1e-30), p)
