@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from aetool.data.images import load_images
 from aetool.errors import OutputError
-from aetool.images import load_images
-from aetool.models import ModelConfig
-from aetool.training import TrainCallback, TrainConfig, train
+from aetool.models.registry import ModelConfig
+from aetool.training.loop import TrainCallback, TrainConfig, train
 
 __all__ = ["run_demo", "write_digits"]
 
@@ -107,13 +107,13 @@ def run_demo(
         epochs: training epochs for both models (default 30 and auto).
         progress: makes a training callback from the console (the CLI's progress bars).
     """
-    from aetool.denoising import DenoiseSummary, denoise_images
+    from aetool.anomaly.pipeline import score_images
+    from aetool.denoise.pipeline import DenoiseSummary, denoise_images
     from aetool.latents import encode_latents, folder_labels, interpolate, latent_map, strip_image
-    from aetool.modelfile import load_model
-    from aetool.output import RowWriter
-    from aetool.report import write_report
-    from aetool.reporting import build_report
-    from aetool.scorer import score_images
+    from aetool.models.file import load_model
+    from aetool.report.collect import build_report
+    from aetool.report.html import write_report
+    from aetool.rows import RowWriter
 
     root = Path(directory)
     _prepare(root)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aetool.data.images import ImageRef, find_images, iter_batches, prepare_image
 from aetool.devices import resolve_device
 from aetool.errors import ConfigError, ImageError
-from aetool.images import ImageRef, find_images, iter_batches, prepare_image
-from aetool.modelfile import LoadedModel
-from aetool.models import AutoEncoder
+from aetool.models.file import LoadedModel
+from aetool.models.registry import AutoEncoder
 
 __all__ = [
     "encode_latents",
@@ -230,12 +230,12 @@ def strip_image(frames: np.ndarray, min_height: int = 64, gap: int = 1) -> Image
 def folder_labels(relpaths: Sequence[str]) -> list[Any]:
     """Colour labels for a latent map: anomaly labels from the folder layout, else class folders.
 
-    Uses :func:`aetool.scoring.infer_labels` (0 under ``good``/``normal``/``ok``,
+    Uses :func:`aetool.anomaly.scores.infer_labels` (0 under ``good``/``normal``/``ok``,
     1 under its sibling folders). When that labels nothing, the first folder of
     each relative path is its class (``digits/3/0001.png`` under ``digits`` is
     ``"3"``); images directly in the root get None.
     """
-    from aetool.scoring import infer_labels
+    from aetool.anomaly.scores import infer_labels
 
     labels: list[Any] = list(infer_labels(list(relpaths)))
     if any(v is not None for v in labels):
@@ -249,6 +249,6 @@ def folder_labels(relpaths: Sequence[str]) -> list[Any]:
 
 def latent_map(codes: np.ndarray, labels: Sequence[Any] | None = None, title: str = "") -> bytes:
     """PNG scatter plot of codes (2-D as they are, wider ones by PCA), coloured by label."""
-    from aetool.plots import latent_map_png
+    from aetool.report.plots import latent_map_png
 
     return latent_map_png(codes, labels, title or "Latent space")

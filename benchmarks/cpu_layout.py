@@ -14,7 +14,7 @@ Cases: a forward pass (inference, ``torch.inference_mode``) and a training step
 * ``conv`` 64x64 RGB, batch 64;
 * ``denoiser`` (the bundled model's architecture) on one 512x512 picture
   (inference) and on 32 patches of 128x128 (a training step of
-  ``examples/train_pretrained_denoiser.py``);
+  ``pretrained/train_pretrained_denoiser.py``);
 * ``denoiser`` at its registry defaults on 8 RGB tiles of 256x256 (inference)
   and 32 patches of 64x64 (``aetool train --arch denoiser --patch-size 64``).
 
@@ -23,7 +23,7 @@ Cases: a forward pass (inference, ``torch.inference_mode``) and a training step
     python benchmarks/cpu_layout.py --archs         # also: candidate denoiser sizes
 
 ``--archs`` adds a second table: the forward pass on one 512x512 picture of
-the candidate U-Nets of ``examples/gpu_denoiser_candidates.sh``, channels-last,
+the candidate U-Nets of ``pretrained/gpu_denoiser_candidates.sh``, channels-last,
 as a ratio to the bundled architecture (E), whose time ``aetool denoise`` has
 in ``benchmarks/denoise_psnr.py`` beside BM3D's.
 """
@@ -38,7 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from aetool.models import create_model
+from aetool.models.registry import create_model
 
 BUNDLED = {
     "channels": 1, "height": 64, "width": 64, "latent_dim": 16, "base_channels": 24,
@@ -97,7 +97,7 @@ def compare(arch: str, kwargs: dict, shape: tuple[int, ...], train: bool, repeat
     return statistics.median(runs[0]), statistics.median(runs[1])
 
 
-#: Candidate bundled denoisers (``examples/gpu_denoiser_candidates.sh``): name -> arch args.
+#: Candidate bundled denoisers (``pretrained/gpu_denoiser_candidates.sh``): name -> arch args.
 CANDIDATES = {
     "E (bundled)": BUNDLED,
     "B 24/4/128": {**BUNDLED, "depth": 4, "bottleneck_convs": 3},

@@ -7,8 +7,8 @@ fixed noise draw per picture and sigma (seed ``1000 + sigma``). Compared, in
 one process on one thread:
 
 * ``model``: the bundled ``denoiser-gray.safetensors`` (or ``--model FILE``),
-  loaded with :func:`aetool.modelfile.load_model` and run with
-  :func:`aetool.denoising.denoise_array` at its defaults (256 px tiles, 32 px
+  loaded with :func:`aetool.models.file.load_model` and run with
+  :func:`aetool.denoise.pipeline.denoise_array` at its defaults (256 px tiles, 32 px
   overlap, 8 tiles a pass, so a 512x512 picture runs in one pass), exactly as
   ``aetool denoise`` runs it. Blind: it is not told sigma.
 * scikit-image's ``denoise_nl_means``, ``denoise_tv_chambolle`` and
@@ -22,9 +22,9 @@ one process on one thread:
 ``model, ensemble N`` is the same model averaged over N rotations/flips of
 the picture (``aetool denoise --ensemble N``, N = 2, 4, 8), N times the work.
 ``+ refine`` follows the model with collaborative Wiener filtering of the noisy
-picture, the model's output as pilot (:mod:`aetool.refine`, BM3D's second
+picture, the model's output as pilot (:mod:`aetool.denoise.refine`, BM3D's second
 stage; ``aetool denoise --refine``, on by default for the bundled model), at
-the noise level :func:`aetool.denoising.refine_sigma` finds in what the model took
+the noise level :func:`aetool.denoise.pipeline.refine_sigma` finds in what the model took
 away: still blind.
 Its constants were chosen on other pictures (cell, hubble_deep_field and
 scikit-learn's china and flower), never on these.
@@ -67,8 +67,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from aetool.denoising import DEFAULT_TILE, bundled_model_path, denoise_array  # noqa: E402
-from aetool.modelfile import load_model  # noqa: E402
+from aetool.denoise.pipeline import DEFAULT_TILE, bundled_model_path, denoise_array  # noqa: E402
+from aetool.models.file import load_model  # noqa: E402
 
 IMAGES = ["camera", "astronaut", "coffee"]
 SIGMAS = [15, 25, 50]

@@ -1,7 +1,7 @@
 """Denoising throughput and memory: images/s on a folder, peak RSS of tiled large images.
 
 1. Throughput: ``--images`` (1,000) noisy 256x256 grayscale PNG crops of
-   scikit-image sample pictures, denoised by :func:`aetool.denoising.denoise_images`
+   scikit-image sample pictures, denoised by :func:`aetool.denoise.pipeline.denoise_images`
    with the bundled denoiser (``aetool denoise``'s default model), written to a
    second folder.
 2. Memory: one noisy N x N image (N = 1000, 2000, 4000) denoised in a fresh
@@ -12,7 +12,7 @@
    working memory, which tiling keeps at the size of a few tiles.
 
 ``--refine both`` (the default) measures the throughput without and with the
-collaborative Wiener refinement (:mod:`aetool.refine`, which ``aetool denoise``
+collaborative Wiener refinement (:mod:`aetool.denoise.refine`, which ``aetool denoise``
 runs by default with the bundled model: the crops' noise, sigma 20, is within
 its range), and the memory with it, in 512 px tiles of its own.
 
@@ -37,8 +37,8 @@ import numpy as np
 
 def _model():
     """The bundled grayscale denoiser, the model ``aetool denoise`` uses by default."""
-    from aetool.denoising import bundled_model_path
-    from aetool.modelfile import load_model
+    from aetool.denoise.pipeline import bundled_model_path
+    from aetool.models.file import load_model
 
     path = bundled_model_path()
     model = load_model(path).model.eval()
@@ -71,7 +71,7 @@ def make_folder(root: Path, n: int, size: int = 256, seed: int = 0) -> None:
 def throughput(n: int, threads: int, refine: bool) -> dict[str, object]:
     import torch
 
-    from aetool.denoising import denoise_images
+    from aetool.denoise.pipeline import denoise_images
 
     torch.set_num_threads(threads)
     model, desc = _model()
@@ -118,7 +118,7 @@ def memory_child(path: str, tile: int, threads: int, refine: bool) -> None:
     """Run in a subprocess: denoise one image file, print peak RSS as JSON."""
     import torch
 
-    from aetool.denoising import denoise_images
+    from aetool.denoise.pipeline import denoise_images
 
     torch.set_num_threads(threads)
     model, _ = _model()

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aetool.modelfile import read_metadata
+from aetool.models.file import read_metadata
 
 
 def write_images(root: Path, n: int, size: int, seed: int = 0) -> None:

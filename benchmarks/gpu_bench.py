@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aetool.anomaly.scores import image_scores
+from aetool.data.images import ImageRef, ImageSet
 from aetool.devices import autocast_dtype, resolve_device
-from aetool.images import ImageRef, ImageSet
-from aetool.models import ModelConfig, create_model
-from aetool.scoring import image_scores
-from aetool.training import TrainConfig, TrainResult, train
+from aetool.models.registry import ModelConfig, create_model
+from aetool.training.loop import TrainConfig, TrainResult, train
 
 OUT: list[Path] = []  # the figures file, written line by line so a timeout keeps them
 
@@ -201,7 +201,7 @@ def main() -> None:
             emit(f"denoiser forward {den_size}x{den_size} batch 16, {label}: {rate:,.0f} img/s, "
                  f"{rate * den_size * den_size / 1e6:,.1f} MP/s")  # fmt: skip
         try:
-            from aetool.denoising import denoise_array
+            from aetool.denoise.pipeline import denoise_array
         except ImportError as exc:
             emit(f"denoise_array unavailable: {exc}")
         else:

@@ -6,10 +6,10 @@ method is fitted on that digit's first half only; the test set is the second
 half of ALL digits (~900 images, about 10% normal), label 1 for the other
 nine digits. Metric: image ROC AUC (higher = better), per class and mean.
 
-* aetool default: ``aetool.training.train`` with ``TrainConfig(device="cpu")``
+* aetool default: ``aetool.training.loop.train`` with ``TrainConfig(device="cpu")``
   and ``ModelConfig()`` -- exactly the library defaults (conv, latent 16,
   automatic epochs and patience, lr, batch size, val split) -- on the digit's
-  training half, then ``aetool.scorer.score_images`` (mse score) on the test
+  training half, then ``aetool.anomaly.pipeline.score_images`` (mse score) on the test
   set. ``--variants`` adds rows that change one or two settings; every variant
   is the same for all ten classes (no per-class tuning) and is labelled
   ``variant:`` so it is never mistaken for the default.
@@ -38,11 +38,11 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
-from aetool.images import load_images
-from aetool.modelfile import load_model
-from aetool.models import ModelConfig
-from aetool.scorer import score_images
-from aetool.training import TrainConfig, train
+from aetool.anomaly.pipeline import score_images
+from aetool.data.images import load_images
+from aetool.models.file import load_model
+from aetool.models.registry import ModelConfig
+from aetool.training.loop import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aetool.images import load_images
-from aetool.models import ModelConfig
-from aetool.training import TrainConfig, train
+from aetool.data.images import load_images
+from aetool.models.registry import ModelConfig
+from aetool.training.loop import TrainConfig, train
 
 torch.set_num_threads(1)
 

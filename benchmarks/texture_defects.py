@@ -27,12 +27,12 @@ import torch
 from PIL import Image
 from skimage import data
 
-from aetool.images import load_images
-from aetool.modelfile import load_model
-from aetool.models import ModelConfig
-from aetool.scorer import score_images
-from aetool.scoring import SCORE_KINDS
-from aetool.training import TrainConfig, train
+from aetool.anomaly.pipeline import score_images
+from aetool.anomaly.scores import SCORE_KINDS
+from aetool.data.images import load_images
+from aetool.models.file import load_model
+from aetool.models.registry import ModelConfig
+from aetool.training.loop import TrainConfig, train
 
 torch.set_num_threads(1)
 

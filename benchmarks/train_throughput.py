@@ -52,7 +52,7 @@ def write_pngs(root: Path, n: int) -> None:
 
 
 def _conv():  # noqa: ANN202
-    from aetool.models import create_model
+    from aetool.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("conv", channels=1, height=28, width=28, latent_dim=16)
@@ -87,7 +87,7 @@ class Aetool:
     """aetool's loop on its decoded uint8 cache (decoded once, before the first epoch)."""
 
     def __init__(self, root: Path, batch: int) -> None:
-        from aetool.images import load_images
+        from aetool.data.images import load_images
 
         t0 = time.perf_counter()
         self.images = load_images([root])
@@ -95,8 +95,8 @@ class Aetool:
         self.batch = batch
 
     def epoch(self) -> float:
-        from aetool.models import ModelConfig
-        from aetool.training import TrainConfig, train
+        from aetool.models.registry import ModelConfig
+        from aetool.training.loop import TrainConfig, train
 
         cfg = TrainConfig(
             epochs=1, batch_size=self.batch, val_split=0.0, patience=None, device="cpu"

@@ -133,9 +133,9 @@ def score_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def score_model(score_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small conv autoencoder trained on score_tree/train/good (a few seconds on CPU)."""
-    from aetool.images import load_images
-    from aetool.models import ModelConfig
-    from aetool.training import TrainConfig, train
+    from aetool.data.images import load_images
+    from aetool.models.registry import ModelConfig
+    from aetool.training.loop import TrainConfig, train
 
     images = load_images([score_tree / "train" / "good"])
     threads = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""examples/choose_denoiser.py: the rule that picks a denoiser file by validation PSNR."""
+"""pretrained/choose_denoiser.py: the rule that picks a denoiser file by validation PSNR."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from aetool.denoising import bundled_model_path
-from aetool.modelfile import load_model, save_model
+from aetool.denoise.pipeline import bundled_model_path
+from aetool.models.file import load_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def chooser(monkeypatch: pytest.MonkeyPatch):
-    path = Path(__file__).resolve().parent.parent / "examples" / "choose_denoiser.py"
+    path = Path(__file__).resolve().parent.parent / "pretrained" / "choose_denoiser.py"
     spec = importlib.util.spec_from_file_location("choose_denoiser", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)

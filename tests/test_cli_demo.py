@@ -6,8 +6,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from PIL import Image
 
-from aetool.cli import cli
-from aetool.modelfile import load_model
+from aetool.cli.app import cli
+from aetool.models.file import load_model
 
 
 def test_demo_runs_every_command(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from PIL import Image
 # The test-only architectures (registered by the autouse fixture) and the tiny-denoiser trainer.
 from test_denoising import registered_test_models, train_tiny_denoiser  # noqa: F401
 
-from aetool.cli import cli
-from aetool.modelfile import save_model
-from aetool.models import create_model
+from aetool.cli.app import cli
+from aetool.models.file import save_model
+from aetool.models.registry import create_model
 
 # Small models run faster on one thread than on two busy ones.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,7 +170,7 @@ def test_paths_from_stdin(tmp_path: Path, folder: Path, halving_model: Path) -> 
 def test_reference_columns_show_psnr_gain(tmp_path: Path) -> None:
     from skimage import data
 
-    from aetool.modelfile import save_model as save
+    from aetool.models.file import save_model as save
 
     model = train_tiny_denoiser(tmp_path / "train")
     model_path = save(tmp_path / "den.safetensors", model, {"preprocessing": {"channels": 1}})
@@ -198,7 +198,7 @@ def test_bad_options(tmp_path: Path, folder: Path, halving_model: Path) -> None:
 
 
 def test_default_model_is_the_bundled_denoiser(tmp_path: Path, folder: Path, monkeypatch) -> None:
-    from aetool import denoising
+    from aetool.denoise import pipeline as denoising
 
     monkeypatch.setattr(denoising, "DEFAULT_DENOISER", "missing-for-test.safetensors")
     monkeypatch.setattr(
@@ -254,7 +254,9 @@ def test_a_model_trained_without_noise_is_flagged(
     res = _run("denoise", str(folder / "a"), str(tmp_path / "o"), "-m", str(halving_model))
     assert res.exit_code == 0
     assert "trained without input noise: it is not a denoiser" in res.stderr
-    digits = Path(__file__).resolve().parent.parent / "aetool/pretrained/digits-conv.safetensors"
+    digits = (
+        Path(__file__).resolve().parent.parent / "aetool/models/pretrained/digits-conv.safetensors"
+    )
     res = _run("denoise", str(folder / "a"), str(tmp_path / "o2"), "-m", str(digits))
     assert "not a denoiser" in res.stderr and "takes fixed 8x8 inputs" in res.stderr
     res = _run("denoise", str(folder / "a"), str(tmp_path / "o3"))  # the bundled denoiser

@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from aetool.cli import cli
-from aetool.modelfile import load_model, save_model
-from aetool.models import create_model
+from aetool.cli.app import cli
+from aetool.models.file import load_model, save_model
+from aetool.models.registry import create_model
 
 # Small models run faster on one thread than on two busy ones.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import make_blob_images, write_folder
 from PIL import Image
 
-from aetool.cli import cli
+from aetool.cli.app import cli
 
 
 def test_report_command_writes_one_self_contained_file(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from aetool.cli import cli
+from aetool.cli.app import cli
 
 CORE = ["path", "score", "threshold", "is_anomaly", "percentile"]
 COLUMNS_LABELLED = CORE + ["label", "error", "score_kind", "rule"]
@@ -96,7 +96,7 @@ def test_paths_from_stdin_and_dash(score_tree: Path, score_model: Path) -> None:
 def test_no_input_on_a_terminal_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, score_model: Path
 ) -> None:
-    monkeypatch.setattr("aetool.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("aetool.cli.app._stdin_is_terminal", lambda: True)
     res = run(["-m", str(score_model)])
     assert res.exit_code == 2
     assert "pass image files or folders" in res.stderr and res.stdout == ""
@@ -303,7 +303,7 @@ def test_quiet_silences_stderr(score_tree: Path, score_model: Path) -> None:
 
 def test_closed_pipe_ends_quietly(score_tree: Path, score_model: Path) -> None:
     # cli() without main()'s SIGPIPE reset: exercises the BrokenPipeError handler.
-    code = "import sys; from aetool.cli import cli; cli(sys.argv[1:])"
+    code = "import sys; from aetool.cli.app import cli; cli(sys.argv[1:])"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["score", str(score_tree), "-m", str(score_model), "--batch-size", "1"]
     proc = subprocess.Popen(

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aetool.cli import cli
-from aetool.modelfile import load_model
+from aetool.cli.app import cli
+from aetool.models.file import load_model
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aetool.errors import ConfigError
-from aetool.models import create_model, list_models
+from aetool.models.registry import create_model, list_models
 
 SMALL = dict(base_channels=8, depth=3, max_channels=16, convs_per_level=1, bottleneck_convs=1)
 

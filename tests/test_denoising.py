@@ -1,4 +1,4 @@
-"""Tests for aetool.denoising: tiling, channels, formats and modes, output safety, PSNR gains."""
+"""Tests for aetool.denoise.pipeline: tiling, channels, formats and modes, output safety, PSNR gains."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from aetool import models
-from aetool.denoising import (
+from aetool.data.images import find_images
+from aetool.denoise.pipeline import (
     bundled_model_path,
     check_output_dir,
     denoise_array,
@@ -25,9 +25,9 @@ from aetool.denoising import (
     ssim,
 )
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
-from aetool.images import find_images
-from aetool.modelfile import load_model, save_model
-from aetool.models import AutoEncoder, create_model
+from aetool.models import registry as models
+from aetool.models.file import load_model, save_model
+from aetool.models.registry import AutoEncoder, create_model
 
 
 class IdentityModel(AutoEncoder):
@@ -83,9 +83,9 @@ def train_tiny_denoiser(root: Path) -> AutoEncoder:
     """A small residual U-Net trained for a few seconds on camera crops with sigma 0.1 noise."""
     from skimage import data
 
-    from aetool.images import load_images
-    from aetool.models import ModelConfig
-    from aetool.training import TrainConfig, train
+    from aetool.data.images import load_images
+    from aetool.models.registry import ModelConfig
+    from aetool.training.loop import TrainConfig, train
 
     cam = data.camera()
     root.mkdir(parents=True, exist_ok=True)
@@ -268,7 +268,7 @@ def test_gray_model_denoises_each_rgb_channel_with_color_channels() -> None:
 
 
 def test_gray_model_on_rgb_works_in_an_opponent_colour_space() -> None:
-    from aetool.denoising import _from_opponent, _to_opponent
+    from aetool.denoise.pipeline import _from_opponent, _to_opponent
 
     torch.manual_seed(0)
     model = TinyConv(channels=1).eval()
@@ -748,7 +748,7 @@ def test_nan_pixels_of_a_float_image_in_0_1_are_kept(tmp_path: Path) -> None:
 
 
 def test_metadata_the_encoder_refuses_is_dropped_but_quality_kept(tmp_path: Path) -> None:
-    from aetool.denoising import SourceImage, write_image
+    from aetool.denoise.pipeline import SourceImage, write_image
 
     pixels = np.random.default_rng(4).random((3, 16, 16)).astype(np.float32)
     src = SourceImage(pixels, None, "RGB", "JPEG", {"exif": b"Exif\x00\x00" + bytes(70_000)})
@@ -786,7 +786,7 @@ def test_auto_colour_uses_channels_for_jpegs_with_subsampled_colour(tmp_path: Pa
 
 
 def _insert_png_chunk(path: Path, kind: bytes, data: bytes) -> None:
-    from aetool.denoising import _insert_png_chunks
+    from aetool.denoise.pipeline import _insert_png_chunks
 
     _insert_png_chunks(path, [(kind, data)])
 
@@ -808,7 +808,7 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
     import png
     from PIL import ImageCms, PngImagePlugin
 
-    from aetool.denoising import _png_text_chunks
+    from aetool.denoise.pipeline import _png_text_chunks
 
     (tmp_path / "in").mkdir()
     rng = np.random.default_rng(1)
@@ -861,7 +861,7 @@ def test_png_text_chunks_are_kept_at_8_and_16_bits(tmp_path: Path) -> None:
 def test_orientation_in_png_text_is_not_applied_twice(tmp_path: Path) -> None:
     from PIL import PngImagePlugin
 
-    from aetool.denoising import _png_text_chunks
+    from aetool.denoise.pipeline import _png_text_chunks
 
     (tmp_path / "in").mkdir()
     pixels = np.random.default_rng(5).integers(0, 256, (6, 10), dtype=np.uint8)  # 10 wide
@@ -897,7 +897,7 @@ def test_orientation_in_png_text_is_not_applied_twice(tmp_path: Path) -> None:
 def test_png_text_walk_stops_at_a_chunk_longer_than_the_file(tmp_path: Path) -> None:
     import tracemalloc
 
-    from aetool.denoising import _png_text_chunks
+    from aetool.denoise.pipeline import _png_text_chunks
 
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
     raw = (tmp_path / "a.png").read_bytes()
@@ -931,7 +931,7 @@ def test_lossless_webp_is_written_lossless_and_lossy_stays_lossy(tmp_path: Path)
 
 
 def test_lossless_webp_with_alpha_and_one_frame_animation(tmp_path: Path) -> None:
-    from aetool.denoising import _webp_lossless
+    from aetool.denoise.pipeline import _webp_lossless
 
     (tmp_path / "in").mkdir()
     rgba = np.random.default_rng(6).integers(0, 256, (16, 12, 4), dtype=np.uint8)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import aetool.training as training
+import aetool.training.loop as training
+from aetool.data.images import load_images
 from aetool.devices import autocast_dtype, fast_layout, place, resolve_device
 from aetool.errors import ConfigError
-from aetool.images import load_images
-from aetool.modelfile import load_model
-from aetool.models import ModelConfig, create_model
-from aetool.training import TrainConfig, _Feeder, reconstruct, train
+from aetool.models.file import load_model
+from aetool.models.registry import ModelConfig, create_model
+from aetool.training.loop import TrainConfig, _Feeder, reconstruct, train
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_fast_layout_inside_inference_mode_keeps_the_model_trainable() -> None:
 
 
 def test_cpu_model_files_load_channels_last_and_save_unchanged(tmp_path: Path) -> None:
-    from aetool.modelfile import save_model
+    from aetool.models.file import save_model
 
     torch.manual_seed(0)
     model = create_model("conv", channels=1, height=28, width=28, latent_dim=8)
@@ -308,7 +308,7 @@ def test_torchrun_uses_nccl_on_cuda(blob_folder: Path, tmp_path: Path) -> None:
 def test_bundled_denoiser_with_refinement_on_cuda_matches_the_cpu() -> None:
     from skimage import data
 
-    from aetool.denoising import bundled_model_path, denoise_array, psnr
+    from aetool.denoise.pipeline import bundled_model_path, denoise_array, psnr
 
     clean = (data.camera()[:192, :256] / 255.0).astype(np.float32)
     noisy = clean + np.random.default_rng(0).normal(0, 15 / 255, clean.shape).astype(np.float32)

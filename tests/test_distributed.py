@@ -14,8 +14,11 @@ import torch.distributed as dist
 from click.testing import CliRunner
 from conftest import make_blob_images, write_folder
 
-from aetool.cli import cli
-from aetool.distributed import (
+from aetool.cli.app import cli
+from aetool.data.images import load_images
+from aetool.models.file import load_model
+from aetool.models.registry import ModelConfig, create_model
+from aetool.training.distributed import (
     DistContext,
     EncodeDecode,
     launched_by_torchrun,
@@ -24,10 +27,7 @@ from aetool.distributed import (
     state_checksum,
     teardown,
 )
-from aetool.images import load_images
-from aetool.modelfile import load_model
-from aetool.models import ModelConfig, create_model
-from aetool.training import TrainConfig, train
+from aetool.training.loop import TrainConfig, train
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

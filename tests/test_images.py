@@ -8,8 +8,7 @@ import pytest
 from conftest import make_blob_images, write_folder
 from PIL import Image
 
-from aetool.errors import ImageError, NoImagesError
-from aetool.images import (
+from aetool.data.images import (
     DEFAULT_SIZE,
     decode_image,
     find_images,
@@ -17,6 +16,7 @@ from aetool.images import (
     load_images,
     parse_size,
 )
+from aetool.errors import ImageError, NoImagesError
 
 
 def test_walk_is_sorted_skips_hidden_and_non_images(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch: pytest.M
 def test_unreadable_folders_are_reported_not_silently_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aetool.images as images_mod
+    import aetool.data.images as images_mod
 
     (tmp_path / "ok").mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok" / "a.png")

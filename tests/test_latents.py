@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from aetool.data.images import prepare_image
 from aetool.errors import ConfigError, ImageError
-from aetool.images import prepare_image
 from aetool.latents import (
     encode_latents,
     folder_labels,
@@ -20,8 +20,8 @@ from aetool.latents import (
     model_preprocessing,
     strip_image,
 )
-from aetool.modelfile import load_model, save_model
-from aetool.models import create_model
+from aetool.models.file import load_model, save_model
+from aetool.models.registry import create_model
 
 # Small models run faster on one thread than on two busy ones.
 pytestmark = pytest.mark.usefixtures("one_thread")

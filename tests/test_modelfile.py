@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from aetool.errors import ModelFileError
-from aetool.modelfile import FORMAT_VERSION, load_model, read_metadata, save_model
-from aetool.models import create_model
+from aetool.models.file import FORMAT_VERSION, load_model, read_metadata, save_model
+from aetool.models.registry import create_model
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from aetool.errors import ConfigError
-from aetool.models import conv_stages, create_model, list_models
+from aetool.models.registry import conv_stages, create_model, list_models
 
 SHAPES = [(1, 28, 28), (3, 8, 8), (1, 33, 17), (3, 64, 48)]
 

@@ -1,4 +1,4 @@
-"""Tests for aetool.plots: grids, heatmaps and the matplotlib PNG plots."""
+"""Tests for aetool.report.plots: grids, heatmaps and the matplotlib PNG plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aetool import plots
+from aetool.report import plots
 
 
 def _decode(png: bytes) -> Image.Image:
@@ -198,7 +198,7 @@ def test_save_png_is_atomic_and_accepts_images_and_bytes(tmp_path, rng):
 def test_latent_map_of_identical_codes_has_no_nan_axis_labels() -> None:
     import warnings
 
-    from aetool.plots import latent_map_png
+    from aetool.report.plots import latent_map_png
 
     z = np.ones((4, 5), np.float32)
     with warnings.catch_warnings():

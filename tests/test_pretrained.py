@@ -1,4 +1,4 @@
-"""Tests for the bundled pretrained grayscale denoiser (``aetool/pretrained/denoiser-gray``)."""
+"""Tests for the bundled pretrained grayscale denoiser (``aetool/models/pretrained/denoiser-gray``)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from aetool.cli import cli
-from aetool.denoising import (
+from aetool.cli.app import cli
+from aetool.denoise.pipeline import (
     COLOR_MODES,
     DEFAULT_DENOISER,
     bundled_model_path,
     denoise_array,
     psnr,
 )
-from aetool.modelfile import load_model
+from aetool.models.file import load_model
 
 # Small models run faster on one thread than on two busy ones.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -146,7 +146,7 @@ def _training_script(monkeypatch):
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "train_pretrained_denoiser.py"
+    path = Path(__file__).resolve().parent.parent / "pretrained" / "train_pretrained_denoiser.py"
     spec = importlib.util.spec_from_file_location("train_pretrained_denoiser", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
@@ -198,7 +198,7 @@ def test_info_shows_the_run_a_fine_tuned_model_started_from() -> None:
 
 
 def test_info_survives_odd_records_of_earlier_runs(tmp_path: Path) -> None:
-    from aetool.modelfile import save_model
+    from aetool.models.file import save_model
 
     loaded = load_model(bundled_model_path())
     for odd in ("oops", [1], {"seconds": None, "steps": 3}):

@@ -1,4 +1,4 @@
-"""Collaborative Wiener refinement (aetool.refine): numbers, tiling, edge cases."""
+"""Collaborative Wiener refinement (aetool.denoise.refine): numbers, tiling, edge cases."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage import data
 
-from aetool import refine
-from aetool.denoising import denoise_array, denoise_images, gaussian_trained, psnr
+from aetool.denoise import refine
+from aetool.denoise.pipeline import denoise_array, denoise_images, gaussian_trained, psnr
+from aetool.denoise.refine import refine_weight, wiener_refine
 from aetool.errors import ConfigError
-from aetool.refine import refine_weight, wiener_refine
 
 
 def _brick(size: int = 128) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_edge_cases_return_the_pilot_or_refuse() -> None:
 
 
 def test_denoise_array_refines_every_plane_at_its_own_noise_level() -> None:
-    from aetool.denoising import _from_opponent, _to_opponent, refine_sigma
+    from aetool.denoise.pipeline import _from_opponent, _to_opponent, refine_sigma
 
     class Blur(torch.nn.Module):  # a stand-in denoiser: a fixed Gaussian blur
         fully_convolutional = True
@@ -154,7 +154,7 @@ def test_denoise_images_refuses_a_bad_refine_value(tmp_path) -> None:
 def test_auto_skips_jpegs_with_subsampled_colour(tmp_path) -> None:
     from PIL import Image
 
-    from aetool.denoising import DenoiseSummary
+    from aetool.denoise.pipeline import DenoiseSummary
 
     rng = np.random.default_rng(0)
     clean = data.astronaut()[:64, :64].astype(np.float64)
@@ -227,8 +227,8 @@ def test_refined_reports_whether_anything_changed(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["grass", "gravel"])
 def test_refine_sigma_counts_less_texture_as_noise(name: str) -> None:
     """On fine texture the plain wavelet estimate overshoots; the residual one is closer."""
-    from aetool.denoising import bundled_model_path, estimate_sigma, refine_sigma
-    from aetool.modelfile import load_model
+    from aetool.denoise.pipeline import bundled_model_path, estimate_sigma, refine_sigma
+    from aetool.models.file import load_model
 
     clean = (getattr(data, name)()[:256, :256] / 255.0).astype(np.float32)
     sigma = 15 / 255

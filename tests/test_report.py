@@ -1,4 +1,4 @@
-"""Tests for aetool.report: the self-contained HTML report."""
+"""Tests for aetool.report.html: the self-contained HTML report."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from aetool.errors import OutputError
-from aetool.report import ExtremeItem, ReportData, render_html, write_report
+from aetool.report.html import ExtremeItem, ReportData, render_html, write_report
 
 SECTIONS = ("model", "reconstructions", "scores", "extremes", "latent")
 NASTY_PATH = 'data/<b>bad</b> & "quoted".png'

@@ -1,4 +1,4 @@
-"""Tests for aetool.scorer: the streaming scoring pipeline and its summary."""
+"""Tests for aetool.anomaly.pipeline: the streaming scoring pipeline and its summary."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
-from aetool.images import ImageRef
-from aetool.modelfile import LoadedModel, load_model
-from aetool.models import create_model
-from aetool.scorer import ScoreSummary, collect_images, score_images
-from aetool.scoring import (
+from aetool.anomaly.pipeline import ScoreSummary, collect_images, score_images
+from aetool.anomaly.scores import (
     Threshold,
     build_score_row,
     compute_metrics,
@@ -23,6 +19,10 @@ from aetool.scoring import (
     infer_labels,
     percentile_rank,
 )
+from aetool.data.images import ImageRef
+from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
+from aetool.models.file import LoadedModel, load_model
+from aetool.models.registry import create_model
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for aetool.scoring: scores, thresholds, metrics, labels and masks."""
+"""Tests for aetool.anomaly.scores: scores, thresholds, metrics, labels and masks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aetool.errors import ConfigError
-from aetool.scoring import (
+from aetool.anomaly.scores import (
     AUTO_MAD_K,
     MAD_TO_SIGMA,
     SCORE_KINDS,
@@ -34,6 +33,7 @@ from aetool.scoring import (
     read_labels_csv,
     ssim_map,
 )
+from aetool.errors import ConfigError
 
 VAL = np.arange(1.0, 101.0)  # validation scores 1..100
 
@@ -374,7 +374,7 @@ def test_pixel_roc_auc_synthetic() -> None:
 
 
 def test_pixel_roc_auc_subsamples_deterministically(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aetool.scoring as scoring
+    import aetool.anomaly.scores as scoring
 
     monkeypatch.setattr(scoring, "PIXEL_AUC_MAX_PIXELS", 500)
     rng = np.random.default_rng(3)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from aetool.data.images import ImageRef, find_images
+from aetool.data.shards import in_shard, parse_shard, select_shard
 from aetool.errors import ConfigError
-from aetool.images import ImageRef, find_images
-from aetool.sharding import in_shard, parse_shard, select_shard
 
 
 def _realistic_relpaths() -> list[str]:

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from aetool.data.images import load_images
 from aetool.errors import ConfigError, TrainingError
-from aetool.images import load_images
-from aetool.models import ModelConfig, create_model
-from aetool.noise import parse_noise
-from aetool.training import (
+from aetool.models.registry import ModelConfig, create_model
+from aetool.training.loop import (
     TrainCallback,
     TrainConfig,
     contractive_penalty,
     parse_sparsity,
     train,
 )
+from aetool.training.noise import parse_noise
 
 FAST = dict(epochs=6, batch_size=16, device="cpu")
 

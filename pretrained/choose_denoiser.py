@@ -4,12 +4,12 @@ The rule used for every stage of the bundled denoiser since the GPU fine-tunings
 (``pretrained/README.md``), made executable so that it is applied the same way each
 time and never on the test pictures::
 
-    python examples/choose_denoiser.py --base aetool/pretrained/denoiser-gray.safetensors \\
+    python pretrained/choose_denoiser.py --base aetool/models/pretrained/denoiser-gray.safetensors \\
         cand1.safetensors cand2.safetensors ...
 
 Every file (the base and each candidate) is scored here, on the CPU, as it is stored
 (float16 weights loaded into float32), by ``validation_psnr`` of
-``examples/train_pretrained_denoiser.py``: mean PSNR over the validation pictures
+``pretrained/train_pretrained_denoiser.py``: mean PSNR over the validation pictures
 (:data:`VAL_IMAGES`, top-left ``--crop`` x ``--crop``) at sigma 15, 25 and 50,
 unclipped noise, fixed seeds. A candidate is *eligible* if no sigma scores more than
 ``--tolerance`` dB below the base; the eligible candidate with the best mean over the
@@ -37,7 +37,7 @@ from train_pretrained_denoiser import (  # noqa: E402
 )
 
 from aetool.errors import ModelFileError  # noqa: E402
-from aetool.modelfile import load_model  # noqa: E402
+from aetool.models.file import load_model  # noqa: E402
 
 
 def mean(scores: dict[str, float]) -> float:

@@ -1,13 +1,13 @@
 """Train the bundled grayscale denoiser: a ``denoiser`` U-Net on scikit-image's sample pictures.
 
-Writes ``aetool/pretrained/denoiser-gray.safetensors`` (a few MB), the model
+Writes ``aetool/models/pretrained/denoiser-gray.safetensors`` (a few MB), the model
 ``aetool denoise`` uses when ``--model`` is not given. It is a blind Gaussian
 denoiser: trained on noise levels sigma in [0.02, 0.2] (5 to 51 on the 0-255
 scale) without being told sigma.
 
-    python examples/train_pretrained_denoiser.py --overwrite        # the bundled model (CUDA)
-    python examples/train_pretrained_denoiser.py --time-budget 300 -o /tmp/d.safetensors
-    python examples/train_pretrained_denoiser.py --device cpu --steps 200 -o /tmp/smoke.safetensors
+    python pretrained/train_pretrained_denoiser.py --overwrite        # the bundled model (CUDA)
+    python pretrained/train_pretrained_denoiser.py --time-budget 300 -o /tmp/d.safetensors
+    python pretrained/train_pretrained_denoiser.py --device cpu --steps 200 -o /tmp/smoke.safetensors
 
 Recipe (the model card, ``pretrained/README.md``, gives the settings of the
 shipped file; ``aetool info`` shows them too):
@@ -16,7 +16,7 @@ shipped file; ``aetool info`` shows them too):
   (:data:`TRAIN_IMAGES`; ``camera``, ``astronaut`` and ``coffee`` are held out
   for ``benchmarks/denoise_psnr.py``; ``cell``, ``hubble_deep_field`` and
   scikit-learn's ``china`` and ``flower`` for validation, which
-  ``examples/choose_denoiser.py`` uses to choose between runs), each picture
+  ``pretrained/choose_denoiser.py`` uses to choose between runs), each picture
   equally likely whatever its size, in one of the 8
   flips/rotations; with ``--scale-aug P``, a batch is, with probability P, cut
   at a larger size and shrunk (antialiased) by a factor drawn from U[0.5, 1];
@@ -43,31 +43,31 @@ The bundled model was made in five stages:
    defaults (``--steps 9500 --stop-at 9046``, warmup 950) repeat it. Its file is
    in the repository's history (sha256 ``77fbd0f9...``)::
 
-       git show 99071a5:aetool/pretrained/denoiser-gray.safetensors > stage1.safetensors
+       git show 99071a5:aetool/models/pretrained/denoiser-gray.safetensors > stage1.safetensors
 
 2. ``--init`` fine-tuning of that file on a CPU (two threads, 1.15 s per step,
    99 minutes)::
 
-       python examples/train_pretrained_denoiser.py --init stage1.safetensors \
+       python pretrained/train_pretrained_denoiser.py --init stage1.safetensors \
            --device cpu --threads 2 --steps 5200 --lr 2e-4 --warmup 300 --overwrite
 
 3. ``--init`` fine-tuning of stage 2's file on the same CPU, the loss weighted by
    ``(0.1 / sigma) ** 2`` (1.27 s per step, 64 minutes)::
 
-       git show c5ccd97:aetool/pretrained/denoiser-gray.safetensors > stage2.safetensors
-       python examples/train_pretrained_denoiser.py --init stage2.safetensors \
+       git show c5ccd97:aetool/models/pretrained/denoiser-gray.safetensors > stage2.safetensors
+       python pretrained/train_pretrained_denoiser.py --init stage2.safetensors \
            --device cpu --threads 2 --steps 3000 --lr 1e-4 --warmup 100 \
            --weight-power 2 --overwrite
 
 4. and 5. ``--init`` fine-tunings on one H200, each the best of four run side by
-   side (``examples/gpu_denoiser_candidates.sh`` with ``CANDIDATES="F1 F2 F3 F4"``;
+   side (``pretrained/gpu_denoiser_candidates.sh`` with ``CANDIDATES="F1 F2 F3 F4"``;
    the model card gives all eight and the rule that chose)::
 
-       git show a717546:aetool/pretrained/denoiser-gray.safetensors > stage3.safetensors
-       python examples/train_pretrained_denoiser.py --init stage3.safetensors \
+       git show a717546:aetool/models/pretrained/denoiser-gray.safetensors > stage3.safetensors
+       python pretrained/train_pretrained_denoiser.py --init stage3.safetensors \
            --weight-power 2 --seed 13 --batch-size 128 --lr 3e-4 --warmup 300 \
            --steps 5000 -o stage4.safetensors
-       python examples/train_pretrained_denoiser.py --init stage4.safetensors \
+       python pretrained/train_pretrained_denoiser.py --init stage4.safetensors \
            --weight-power 2 --seed 14 --batch-size 64 --lr 2e-4 --warmup 300 \
            --patch-size 192 --steps 4000 --stop-at 3802 --overwrite
 
@@ -101,8 +101,8 @@ import torch.nn.functional as F
 
 import aetool
 from aetool.devices import place
-from aetool.modelfile import ModelFileError, load_model, save_model
-from aetool.models import AutoEncoder, create_model
+from aetool.models.file import ModelFileError, load_model, save_model
+from aetool.models.registry import AutoEncoder, create_model
 
 OUT = Path(__file__).resolve().parent.parent / "aetool" / "pretrained" / "denoiser-gray.safetensors"
 
@@ -567,7 +567,7 @@ def main() -> None:
         "weights_dtype": args.dtype,
         "seconds": round(seconds, 1),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "made_by": "examples/train_pretrained_denoiser.py",
+        "made_by": "pretrained/train_pretrained_denoiser.py",
         "versions": {
             "aetool": aetool.__version__,
             "torch": torch.__version__,

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aetool.data.shards import path_key
 from aetool.errors import ConfigError
-from aetool.sharding import path_key
 
 __all__ = [
     "ANOMALY_DIR_NAMES",

@@ -2,7 +2,7 @@
 
 :func:`score_images` finds the images (the file list is cheap and needed in
 full to infer labels from the folder layout), fits the threshold, then decodes
-and scores them batch by batch and yields one :class:`~aetool.scoring.ScoreRow`
+and scores them batch by batch and yields one :class:`~aetool.anomaly.scores.ScoreRow`
 per input, in input order. Only scores and labels (two numbers per image) are
 kept for the report; error maps, images and rows are dropped once written, so
 memory stays flat however many images are scored.
@@ -19,9 +19,9 @@ Per image:
   ``error`` (``strict=True`` raises instead).
 
 Labels: ``labels=None`` infers them from the folder layout of the whole set
-(:func:`~aetool.scoring.infer_labels`: ``good``/``normal``/``ok`` folders are
+(:func:`~aetool.anomaly.scores.infer_labels`: ``good``/``normal``/``ok`` folders are
 0, their siblings 1); a mapping (for example from
-:func:`~aetool.scoring.read_labels_csv`) replaces that inference.
+:func:`~aetool.anomaly.scores.read_labels_csv`) replaces that inference.
 
 Masks: MVTec-AD ``ground_truth/<defect>/<name>_mask.png`` files next to a
 ``test`` folder are found automatically (``masks_dir`` names another folder
@@ -47,11 +47,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from aetool.devices import place, resolve_device
-from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
-from aetool.images import ImageRef, decode_image, find_images, iter_batches, prepare_image
-from aetool.modelfile import LoadedModel, atomic_path, load_model
-from aetool.scoring import (
+from aetool.anomaly.scores import (
     PIXEL_AUC_MAX_PIXELS,
     SCORE_KINDS,
     ScoreRow,
@@ -67,7 +63,11 @@ from aetool.scoring import (
     parse_threshold,
     pixel_roc_auc,
 )
-from aetool.sharding import in_shard, parse_shard, path_key
+from aetool.data.images import ImageRef, decode_image, find_images, iter_batches, prepare_image
+from aetool.data.shards import in_shard, parse_shard, path_key
+from aetool.devices import place, resolve_device
+from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
+from aetool.models.file import LoadedModel, atomic_path, load_model
 
 __all__ = [
     "MASK_DIR_NAME",
@@ -93,7 +93,7 @@ class ScoreSummary:
 
     Args:
         threshold: the threshold that decides ``is_anomaly``.
-        score_kind: the score used (one of :data:`~aetool.scoring.SCORE_KINDS`).
+        score_kind: the score used (one of :data:`~aetool.anomaly.scores.SCORE_KINDS`).
         spec: the threshold rule as the user wrote it (``auto``, ``p99``, ...).
     """
 
@@ -138,7 +138,7 @@ class ScoreSummary:
         ``anomalies``, ``normal``, plus any extra counts the pipeline set);
         ``threshold`` (``value``, ``rule``, ``spec``, ``decides_is_anomaly``);
         ``labels`` (``known``, ``normal``, ``anomalous``, ``source``);
-        ``metrics`` (:func:`~aetool.scoring.compute_metrics` at the threshold,
+        ``metrics`` (:func:`~aetool.anomaly.scores.compute_metrics` at the threshold,
         or ``None`` without labels); ``best_f1`` (the F1-optimal threshold, its
         rule and metrics, reported only, or ``None``); ``pixel`` (``roc_auc``,
         ``images``, ``images_with_masks``, ``pixels``, or ``None``);
@@ -218,7 +218,7 @@ def collect_images(
 ) -> tuple[list[ImageRef], list[str], int]:
     """Files and folders -> image refs, missing paths, and the number of mask files left out.
 
-    Folders are walked with :func:`~aetool.images.find_images` (same rules as
+    Folders are walked with :func:`~aetool.data.images.find_images` (same rules as
     training); ``relpath`` is relative to the folder. Files named one by one
     (for example a path list from stdin) get a ``relpath`` relative to the
     deepest folder holding all of them, so the folder layout still gives
@@ -348,7 +348,7 @@ def _check_heatmap_dir(directory: Path, inputs: Sequence[Any]) -> None:
 
 def _overlay(image: np.ndarray, emap: np.ndarray, vmax: float | None) -> Image.Image:
     try:
-        from aetool.plots import heatmap_overlay
+        from aetool.report.plots import heatmap_overlay
     except ImportError:  # pragma: no cover - plots ships with aetool
         g = np.clip(image.mean(axis=0), 0, 1)
         top = vmax or float(emap.max(initial=0)) or 1.0
@@ -710,14 +710,14 @@ def score_images(
         report = run.summary.report()
 
     Args:
-        inputs: files, folders and/or :class:`~aetool.images.ImageRef`.
-        model: a :class:`~aetool.modelfile.LoadedModel` or a model file path.
+        inputs: files, folders and/or :class:`~aetool.data.images.ImageRef`.
+        model: a :class:`~aetool.models.file.LoadedModel` or a model file path.
         score_kind: ``mse`` (mean squared error, [0, 1] pixel units),
             ``ssim`` (1 - mean SSIM) or ``max-local`` (max of the 5x5-smoothed
             squared-error map).
         threshold: ``auto``, a number, ``pQ``, ``Ksigma`` (see
-            :func:`~aetool.scoring.fit_threshold`) or a ready
-            :class:`~aetool.scoring.Threshold`.
+            :func:`~aetool.anomaly.scores.fit_threshold`) or a ready
+            :class:`~aetool.anomaly.scores.Threshold`.
         labels: path -> 0/1, matched against relative path, path as given or
             resolved path; replaces the folder-layout labels.
         infer: infer labels from the folder layout when ``labels`` is None.

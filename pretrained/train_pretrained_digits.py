@@ -1,12 +1,12 @@
 """Train the bundled digits model: a conv autoencoder on scikit-learn's 8x8 digits.
 
-Writes ``aetool/pretrained/digits-conv.safetensors`` (about 100 KB) with a fixed
+Writes ``aetool/models/pretrained/digits-conv.safetensors`` (about 100 KB) with a fixed
 seed, and prints how well the latent codes separate the ten digits: the
 accuracy of a 5-nearest-neighbour classifier on the codes of a held-out
 quarter of the images (codes of the other three quarters as neighbours).
 
-    python examples/train_pretrained_digits.py                  # the bundled model
-    python examples/train_pretrained_digits.py --latent-dim 2 -o /tmp/digits-2d.safetensors
+    python pretrained/train_pretrained_digits.py                  # the bundled model
+    python pretrained/train_pretrained_digits.py --latent-dim 2 -o /tmp/digits-2d.safetensors
 
 Takes about a minute on one CPU core.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aetool.data.images import load_images
 from aetool.demo import write_digits
-from aetool.images import load_images
 from aetool.latents import encode_latents
-from aetool.models import ModelConfig
-from aetool.training import TrainConfig, train
+from aetool.models.registry import ModelConfig
+from aetool.training.loop import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent.parent / "aetool" / "pretrained" / "digits-conv.safetensors"
 

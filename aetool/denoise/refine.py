@@ -28,8 +28,8 @@ Wiener rule would) compensates for a pilot that is smoother than the truth, as
 a network's output is. :func:`refine` then blends the result with the pilot,
 by :func:`refine_weight`: :data:`BLEND` up to sigma 25/255, nothing from 30/255
 on (there the rule recovers little, and clipped noise, as stored in files, misleads it).
-:func:`aetool.denoising.denoise_array` passes the noise level it estimates from what the
-network took away (:func:`aetool.denoising.refine_sigma`), which counts less texture as
+:func:`aetool.denoise.pipeline.denoise_array` passes the noise level it estimates from what the
+network took away (:func:`aetool.denoise.pipeline.refine_sigma`), which counts less texture as
 noise than an estimate from the noisy plane alone.
 
 Every constant was chosen on pictures that are not the benchmark's test

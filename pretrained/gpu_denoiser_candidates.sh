@@ -2,10 +2,10 @@
 # Train candidate bundled denoisers side by side on one GPU, then run the GPU tests.
 #
 # For a short loan of a GPU machine (one command, under 10 minutes). Each candidate is
-# `examples/train_pretrained_denoiser.py --time-budget $BUDGET` with one architecture;
+# `pretrained/train_pretrained_denoiser.py --time-budget $BUDGET` with one architecture;
 # all run at once, so each gets a share of the GPU. The model files (with their
 # validation PSNR in the metadata) and the logs land in $OUT. Choose among them by
-# validation PSNR only (`python examples/choose_denoiser.py --base BUNDLED FILES...`,
+# validation PSNR only (`python pretrained/choose_denoiser.py --base BUNDLED FILES...`,
 # here on the CPU), then measure the chosen one on the test pictures
 # (`python benchmarks/denoise_psnr.py --model FILE`), never choosing on those.
 #
@@ -26,8 +26,8 @@
 #
 # The device machine may lack scikit-image pictures: write them here first and carry
 # the file along:
-#   python examples/train_pretrained_denoiser.py --save-pictures .devdata/pictures.npz
-#   (device) OUT=... bash examples/gpu_denoiser_candidates.sh      # carry .devdata
+#   python pretrained/train_pretrained_denoiser.py --save-pictures .devdata/pictures.npz
+#   (device) OUT=... bash pretrained/gpu_denoiser_candidates.sh      # carry .devdata
 #
 # Environment: PY (python3), DEV (cuda), BUDGET (seconds per run, 400), CANDIDATES
 # ("B G H"), PICTURES (.devdata/pictures.npz), INIT (the bundled file), OUT
@@ -41,7 +41,7 @@ DEV=${DEV:-cuda}
 BUDGET=${BUDGET:-400}
 OUT=${OUT:-/tmp/denoiser-candidates}
 PICTURES=${PICTURES:-.devdata/pictures.npz}
-INIT=${INIT:-aetool/pretrained/denoiser-gray.safetensors}
+INIT=${INIT:-aetool/models/pretrained/denoiser-gray.safetensors}
 FT="--init $INIT --weight-power 2"
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -73,7 +73,7 @@ pids=()
 for c in ${CANDIDATES:-B G H}; do
   args=$(arch "$c") || exit 2
   # shellcheck disable=SC2086
-  $PY examples/train_pretrained_denoiser.py --device "$DEV" "${pics[@]}" --time-budget "$BUDGET" \
+  $PY pretrained/train_pretrained_denoiser.py --device "$DEV" "${pics[@]}" --time-budget "$BUDGET" \
     --log-every 2000 --overwrite -o "$OUT/cand$c.safetensors" $args >"$OUT/cand$c.log" 2>&1 &
   pids+=($!)
 done

@@ -24,7 +24,7 @@ Refinement. With ``refine`` (:func:`denoise_images`'s ``auto`` turns it on
 for models whose file records Gaussian training noise, such as the bundled
 denoiser, except on JPEGs with subsampled colour, whose noise is correlated)
 each plane the model denoised is refined by collaborative Wiener filtering of
-the noisy plane guided by the model's output (:mod:`aetool.refine`, BM3D's
+the noisy plane guided by the model's output (:mod:`aetool.denoise.refine`, BM3D's
 second stage), at the plane's estimated noise level (that of the noisy plane
 minus the model's output, :func:`refine_sigma`), blended with the model's output
 and skipped for planes whose estimated sigma is 30/255 or more: +0.2 dB PSNR on
@@ -97,13 +97,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin
 
+from aetool.data.images import ImageRef, decode_image, find_images
+from aetool.denoise.refine import PATCH, refine_weight
+from aetool.denoise.refine import refine as refine_plane
 from aetool.devices import fast_layout, place, resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
-from aetool.images import ImageRef, decode_image, find_images
-from aetool.modelfile import UMASK, LoadedModel, atomic_path, load_model
-from aetool.models import AutoEncoder
-from aetool.refine import PATCH, refine_weight
-from aetool.refine import refine as refine_plane
+from aetool.models.file import UMASK, LoadedModel, atomic_path, load_model
+from aetool.models.registry import AutoEncoder
 
 __all__ = [
     "DEFAULT_DENOISER",
@@ -127,7 +127,7 @@ __all__ = [
     "write_image",
 ]
 
-#: File name of the bundled pretrained grayscale denoiser (in ``aetool/pretrained``).
+#: File name of the bundled pretrained grayscale denoiser (in ``aetool/models/pretrained``).
 DEFAULT_DENOISER = "denoiser-gray.safetensors"
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
@@ -143,12 +143,12 @@ _SAVE_FORMAT_BY_EXT = {ext.lower(): fmt for ext, fmt in Image.registered_extensi
 
 
 def bundled_model_path(name: str = DEFAULT_DENOISER) -> Path:
-    """Path of a model file shipped in the ``aetool/pretrained`` package data folder.
+    """Path of a model file shipped in the ``aetool/models/pretrained`` package data folder.
 
     Raises:
         ModelFileError: the file is not part of this installation.
     """
-    res = resources.files("aetool").joinpath("pretrained", name)
+    res = resources.files("aetool.models").joinpath("pretrained", name)
     path = Path(str(res))
     if not res.is_file():
         raise ModelFileError(
@@ -212,7 +212,7 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
 
 def ssim(reference: np.ndarray, image: np.ndarray) -> float:
     """Mean SSIM (7x7 Gaussian window, sigma 1.5) for ``(C, H, W)`` images in [0, 1]."""
-    from aetool.scoring import ssim_map
+    from aetool.anomaly.scores import ssim_map
 
     a = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
     b = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -754,7 +754,7 @@ def denoise_array(
             luminance and two colour differences) or ``channels`` (R, G and B
             one by one); see the module notes.
         refine: follow the model with collaborative Wiener filtering of the
-            noisy image, the model's output as pilot (:func:`aetool.refine.refine`:
+            noisy image, the model's output as pilot (:func:`aetool.denoise.refine.refine`:
             BM3D's second stage, blended with the pilot), each plane at its own
             estimated noise level (:func:`refine_sigma`: the estimate of what the
             model took away), skipped for planes whose estimate is 30/255 or more
@@ -1052,7 +1052,7 @@ class DenoiseResult:
         error: why the image failed, or why the reference was not used.
         seconds: time spent denoising.
         refined: whether the collaborative Wiener refinement changed it
-            (:func:`aetool.refine.refine`: not at an estimated sigma of 30/255 or
+            (:func:`aetool.denoise.refine.refine`: not at an estimated sigma of 30/255 or
             more, nor on planes under 16 px, which it leaves to the model).
     """
 
@@ -1120,7 +1120,7 @@ def _as_model(
 
 def gaussian_trained(noise: str | None) -> bool:
     """Whether a model file's recorded training noise (``training.noise``) is Gaussian:
-    ``refine="auto"`` refines such models' output (:mod:`aetool.refine` assumes it)."""
+    ``refine="auto"`` refines such models' output (:mod:`aetool.denoise.refine` assumes it)."""
     return isinstance(noise, str) and noise.strip().lower().startswith("gaussian")
 
 
@@ -1200,7 +1200,7 @@ def denoise_images(
     never outside ``out_dir``.
 
     Args:
-        inputs: files and folders, or refs from :func:`~aetool.images.find_images`
+        inputs: files and folders, or refs from :func:`~aetool.data.images.find_images`
             (for example one shard).
         out_dir: output folder (created as needed); it may not be, contain or
             lie inside an input folder.

@@ -28,15 +28,15 @@ from rich.progress import (
 from rich.table import Table
 
 from aetool import __version__
+from aetool.data.images import load_images
 from aetool.devices import resolve_device
-from aetool.distributed import launched_by_torchrun, torchrun_command
-from aetool.distributed import teardown as dist_teardown
 from aetool.errors import AetoolError
-from aetool.images import load_images
-from aetool.modelfile import read_metadata
-from aetool.models import ModelConfig, list_models
-from aetool.output import make_err_console
-from aetool.training import (
+from aetool.models.file import read_metadata
+from aetool.models.registry import ModelConfig, list_models
+from aetool.rows import make_err_console
+from aetool.training.distributed import launched_by_torchrun, torchrun_command
+from aetool.training.distributed import teardown as dist_teardown
+from aetool.training.loop import (
     EpochRecord,
     SampleGrids,
     TrainCallback,
@@ -592,7 +592,7 @@ def _stdin_is_terminal() -> bool:
 
 
 def _score_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-    from aetool.scoring import parse_threshold
+    from aetool.anomaly.scores import parse_threshold
 
     try:
         return parse_threshold(value)
@@ -601,7 +601,7 @@ def _score_threshold_option(ctx: click.Context, param: click.Parameter, value: s
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    from aetool.sharding import parse_shard
+    from aetool.data.shards import parse_shard
 
     try:
         return parse_shard(value)
@@ -611,7 +611,7 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def _input_paths(inputs: tuple[str, ...], command: str = "score") -> list[str]:
     """INPUTs, with ``-`` (or no INPUT and piped stdin) read as newline-separated paths."""
-    from aetool.images import read_path_list
+    from aetool.data.images import read_path_list
 
     if not inputs:
         if _stdin_is_terminal():
@@ -792,11 +792,11 @@ def score_cmd(
     Labels from folders: images under good/normal/ok are 0, their sibling
     folders 1 (MVTec-AD, anomalib Folder). The report goes to stderr.
     """
+    from aetool.anomaly.pipeline import score_images
+    from aetool.anomaly.scores import read_labels_csv
     from aetool.devices import resolve_device
-    from aetool.modelfile import atomic_path, load_model
-    from aetool.output import RowWriter
-    from aetool.scorer import score_images
-    from aetool.scoring import read_labels_csv
+    from aetool.models.file import atomic_path, load_model
+    from aetool.rows import RowWriter
 
     console = make_err_console(quiet)
     paths = _input_paths(inputs)
@@ -881,9 +881,9 @@ def score_cmd(
 
 def _refs_and_shard(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
     """Expand paths into image refs (all of them, then one shard); warn about missing paths."""
+    from aetool.data.images import find_images
+    from aetool.data.shards import missing_in_shard, select_shard
     from aetool.errors import ImageError, NoImagesError
-    from aetool.images import find_images
-    from aetool.sharding import missing_in_shard, select_shard
 
     spec = shard
     refs, missing = find_images(paths, missing_ok=True)
@@ -925,7 +925,7 @@ class _ItemProgress:
 
 def _load_model_arg(console: Any, model: Path | None, device: str) -> Any:
     from aetool.devices import resolve_device
-    from aetool.modelfile import load_model
+    from aetool.models.file import load_model
 
     return load_model(model or _default_model(), device=resolve_device(device))
 
@@ -1042,8 +1042,8 @@ def denoise_cmd(
     --reference psnr_in, psnr_out, ssim_in, ssim_out, then status
     (written | exists | error) and error.
     """
-    from aetool.denoising import DenoiseSummary, denoise_images
-    from aetool.output import RowWriter
+    from aetool.denoise.pipeline import DenoiseSummary, denoise_images
+    from aetool.rows import RowWriter
 
     if overlap >= tile:
         raise click.UsageError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -1053,7 +1053,7 @@ def denoise_cmd(
         raise click.UsageError("the last argument is the output folder; `-` cannot be one")
     in_paths = _input_paths(tuple(inputs), "denoise")
     all_refs, refs, missing = _refs_and_shard(console, in_paths, shard, strict)
-    from aetool.denoising import check_output_dir
+    from aetool.denoise.pipeline import check_output_dir
 
     check_output_dir(out_dir, in_paths)
     if model is not None:
@@ -1141,7 +1141,7 @@ def _exit_partial(console: Any, failed: int, verb: str, others: str) -> None:
 
 def _denoiser_doubts(path: Path) -> list[str]:
     """Why a model file may not be a denoiser (it still runs: its output is a reconstruction)."""
-    from aetool.modelfile import read_metadata
+    from aetool.models.file import read_metadata
 
     meta = read_metadata(path)
     out = []
@@ -1218,9 +1218,9 @@ def export_cmd(
     arguments with piped stdin, reads newline-separated paths. The model
     needs a vector latent (conv or dense).
     """
+    from aetool.anomaly.scores import infer_labels
     from aetool.latents import encode_latents, require_vector_latent
-    from aetool.output import RowWriter
-    from aetool.scoring import infer_labels
+    from aetool.rows import RowWriter
 
     if fmt == "npy" and output is None:
         raise click.UsageError(
@@ -1250,7 +1250,7 @@ def export_cmd(
         if len(failed) <= 10:
             console.print(f"[yellow]warning:[/] skipped {ref.path}: {reason}")
 
-    from aetool.modelfile import atomic_path
+    from aetool.models.file import atomic_path
 
     def run(writer: Any) -> int:
         k = 0
@@ -1358,7 +1358,7 @@ def interpolate_cmd(
     PNG's path.
     """
     from aetool.latents import interpolate, strip_image
-    from aetool.modelfile import atomic_path
+    from aetool.models.file import atomic_path
 
     _refuse_existing(output, overwrite)
     _refuse_input_as_output([output], [a, b])
@@ -1407,9 +1407,9 @@ def latent_map_cmd(
     """
     import numpy as np
 
-    from aetool.images import Skipped
+    from aetool.data.images import Skipped
     from aetool.latents import encode_latents, folder_labels, latent_map, require_vector_latent
-    from aetool.modelfile import atomic_path
+    from aetool.models.file import atomic_path
 
     _refuse_existing(output, overwrite)
     console = make_err_console(quiet)
@@ -1512,10 +1512,10 @@ def report_cmd(
     Images are embedded; the file references nothing outside itself. Prints
     the report's path.
     """
-    from aetool.modelfile import load_model
-    from aetool.report import write_report
-    from aetool.reporting import build_report
-    from aetool.scoring import read_labels_csv
+    from aetool.anomaly.scores import read_labels_csv
+    from aetool.models.file import load_model
+    from aetool.report.collect import build_report
+    from aetool.report.html import write_report
 
     console = make_err_console(quiet)
     _refuse_existing(output, overwrite)

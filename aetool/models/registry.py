@@ -130,7 +130,7 @@ def model_from_config(cfg: ModelConfig) -> AutoEncoder:
 
 def _load_plugins() -> None:
     # Architectures defined in other modules register themselves on import.
-    import aetool.denoisers  # noqa: F401
+    import aetool.models.unet  # noqa: F401
 
 
 def _pow2_near(x: float, lo: int, hi: int) -> int:

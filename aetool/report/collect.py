@@ -1,6 +1,6 @@
 """Assemble everything ``aetool report`` shows from a model and a set of images.
 
-Scores stream through :func:`aetool.scorer.score_images` (only floats are kept
+Scores stream through :func:`aetool.anomaly.pipeline.score_images` (only floats are kept
 per image); the few images the report pictures (samples, most anomalous, most
 normal) are decoded again afterwards, so memory stays bounded by N, not by the
 image count.
@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aetool.anomaly.pipeline import score_images
+from aetool.anomaly.scores import error_maps
+from aetool.data.images import ImageRef
 from aetool.devices import place, resolve_device
 from aetool.errors import ImageError
-from aetool.images import ImageRef
 from aetool.latents import encode_latents, folder_labels, prepare_for_model
-from aetool.modelfile import LoadedModel, load_model
-from aetool.noise import parse_noise
-from aetool.report import ExtremeItem, ReportData
-from aetool.scorer import score_images
-from aetool.scoring import error_maps
+from aetool.models.file import LoadedModel, load_model
+from aetool.report.html import ExtremeItem, ReportData
+from aetool.training.noise import parse_noise
 
 __all__ = ["build_report"]
 
@@ -70,7 +70,7 @@ def build_report(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str, str], None] | None = None,
 ) -> ReportData:
-    """Score ``inputs`` and gather the report's data (see :func:`aetool.report.write_report`).
+    """Score ``inputs`` and gather the report's data (see :func:`aetool.report.html.write_report`).
 
     Args:
         inputs: files and folders to score and picture.

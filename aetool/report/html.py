@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from aetool import plots
 from aetool.errors import OutputError
+from aetool.report import plots
 
 __all__ = ["ExtremeItem", "ReportData", "render_html", "render_figures", "write_report"]
 

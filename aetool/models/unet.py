@@ -1,4 +1,4 @@
-"""Fully convolutional denoising architectures (registered into aetool.models).
+"""Fully convolutional denoising architectures (registered into aetool.models.registry).
 
 ``denoiser`` is a small residual U-Net: a strided-convolution encoder, a
 transposed-convolution decoder with additive skip connections, and a last
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aetool.errors import ConfigError
-from aetool.models import AutoEncoder, register_model
+from aetool.models.registry import AutoEncoder, register_model
 
 __all__ = ["UNetDenoiser"]
 

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from aetool.devices import place
 from aetool.errors import ModelFileError
-from aetool.models import AutoEncoder, create_model
+from aetool.models.registry import AutoEncoder, create_model
 
 __all__ = [
     "FORMAT",

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aetool import __version__
+from aetool.anomaly.scores import SCORE_KINDS, image_scores, ssim_map
+from aetool.data.images import ImageSet, load_images
 from aetool.devices import autocast_dtype, place, resolve_device
-from aetool.distributed import DistContext, EncodeDecode, shard_batch, state_checksum, wrap
-from aetool.distributed import setup as setup_distributed
 from aetool.errors import ConfigError, TrainingError
-from aetool.images import ImageSet, load_images
-from aetool.modelfile import load_model, save_model
-from aetool.models import AutoEncoder, ModelConfig, model_from_config
-from aetool.noise import NoiseSpec, parse_noise
-from aetool.scoring import SCORE_KINDS, image_scores, ssim_map
+from aetool.models.file import load_model, save_model
+from aetool.models.registry import AutoEncoder, ModelConfig, model_from_config
+from aetool.training.distributed import DistContext, EncodeDecode, shard_batch, state_checksum, wrap
+from aetool.training.distributed import setup as setup_distributed
+from aetool.training.noise import NoiseSpec, parse_noise
 
 __all__ = [
     "EpochRecord",
@@ -182,7 +182,7 @@ class TrainResult:
         final reconstruction grid beside it (:func:`sample_grid_path`)."""
         out = save_model(path, self.model, self.metadata, extra=self.resume_state or None)
         if self.samples:
-            from aetool.plots import reconstruction_grid, save_png
+            from aetool.report.plots import reconstruction_grid, save_png
 
             s = self.samples
             save_png(
@@ -802,7 +802,7 @@ class SampleGrids(TrainCallback):
         self.directory = Path(directory)
 
     def on_epoch_end(self, record: EpochRecord, samples: dict[str, np.ndarray]) -> None:
-        from aetool.plots import reconstruction_grid, save_png
+        from aetool.report.plots import reconstruction_grid, save_png
 
         grid = reconstruction_grid(samples["inputs"], samples["recons"], samples.get("noisy"))
         save_png(grid, self.directory / f"epoch_{record.epoch:03d}.png")

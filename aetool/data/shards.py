@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from aetool.data.images import ImageRef
 from aetool.errors import ConfigError
-from aetool.images import ImageRef
 
 __all__ = ["in_shard", "parse_shard", "select_shard"]
 

@@ -1,0 +1,1 @@
+"""Anomaly detection: scores, thresholds, labels, evaluation, heatmaps and the scoring pipeline."""

@@ -1,0 +1,1 @@
+"""Inputs: finding images (paths, folders, ``-`` and stdin, ``--shard``), decoding, caching."""

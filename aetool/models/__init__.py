@@ -1,0 +1,1 @@
+"""Models: the architecture registry, one module per architecture, the model file."""

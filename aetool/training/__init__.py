@@ -1,0 +1,1 @@
+"""Training: configuration, the loop, losses, noise, callbacks, the run record, distributed."""
