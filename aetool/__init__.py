@@ -28,10 +28,10 @@ __version__ = "0.1.0"
 # and `aetool --help` does not pay for torch before it needs it.
 _EXPORTS = {
     "AetoolError": "aetool.errors",
-    "ImageSet": "aetool.data.images",
-    "find_images": "aetool.data.images",
-    "load_images": "aetool.data.images",
-    "decode_image": "aetool.data.images",
+    "ImageSet": "aetool.data.cache",
+    "find_images": "aetool.data.inputs",
+    "load_images": "aetool.data.cache",
+    "decode_image": "aetool.data.decode",
     "ModelConfig": "aetool.models.registry",
     "create_model": "aetool.models.registry",
     "list_models": "aetool.models.registry",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.errors import OutputError
 from aetool.models.registry import ModelConfig
 from aetool.training.loop import TrainCallback, TrainConfig, train

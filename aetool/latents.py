@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aetool.data.images import ImageRef, find_images, iter_batches, prepare_image
+from aetool.data.cache import iter_batches
+from aetool.data.decode import prepare_image
+from aetool.data.inputs import ImageRef, find_images
 from aetool.devices import resolve_device
 from aetool.errors import ConfigError, ImageError
 from aetool.models.file import LoadedModel

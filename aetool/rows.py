@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
@@ -13,23 +12,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["RowWriter", "err_console", "make_err_console"]
-
-
-def make_err_console(quiet: bool = False) -> Console:
-    """The stderr console: honours NO_COLOR, and plain text when stderr is not a terminal."""
-    console = Console(
-        stderr=True,
-        quiet=quiet,
-        no_color=bool(os.environ.get("NO_COLOR")),
-        highlight=False,
-    )
-    # In logs a message stays on one line (grep-able); tables keep their width.
-    console.soft_wrap = not console.is_terminal
-    return console
-
-
-err_console = make_err_console()
+__all__ = ["RowWriter"]
 
 
 def _fmt(value: Any) -> Any:

@@ -38,7 +38,8 @@ import torch
 from PIL import Image
 
 from aetool.anomaly.scores import image_scores
-from aetool.data.images import ImageRef, ImageSet
+from aetool.data.cache import ImageSet
+from aetool.data.inputs import ImageRef
 from aetool.devices import autocast_dtype, resolve_device
 from aetool.models.registry import ModelConfig, create_model
 from aetool.training.loop import TrainConfig, TrainResult, train

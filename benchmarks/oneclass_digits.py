@@ -39,7 +39,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
 from aetool.anomaly.pipeline import score_images
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig
 from aetool.training.loop import TrainConfig, train

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.models.registry import ModelConfig
 from aetool.training.loop import TrainConfig, train
 

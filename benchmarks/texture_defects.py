@@ -29,7 +29,7 @@ from skimage import data
 
 from aetool.anomaly.pipeline import score_images
 from aetool.anomaly.scores import SCORE_KINDS
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig
 from aetool.training.loop import TrainConfig, train

@@ -87,7 +87,7 @@ class Aetool:
     """aetool's loop on its decoded uint8 cache (decoded once, before the first epoch)."""
 
     def __init__(self, root: Path, batch: int) -> None:
-        from aetool.data.images import load_images
+        from aetool.data.cache import load_images
 
         t0 = time.perf_counter()
         self.images = load_images([root])

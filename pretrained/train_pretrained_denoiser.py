@@ -101,7 +101,8 @@ import torch.nn.functional as F
 
 import aetool
 from aetool.devices import place
-from aetool.models.file import ModelFileError, load_model, save_model
+from aetool.errors import ModelFileError
+from aetool.models.file import load_model, save_model
 from aetool.models.registry import AutoEncoder, create_model
 
 OUT = Path(__file__).resolve().parent.parent / "aetool" / "pretrained" / "denoiser-gray.safetensors"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.demo import write_digits
 from aetool.latents import encode_latents
 from aetool.models.registry import ModelConfig

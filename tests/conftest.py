@@ -133,7 +133,7 @@ def score_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def score_model(score_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small conv autoencoder trained on score_tree/train/good (a few seconds on CPU)."""
-    from aetool.data.images import load_images
+    from aetool.data.cache import load_images
     from aetool.models.registry import ModelConfig
     from aetool.training.loop import TrainConfig, train
 

@@ -12,19 +12,18 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from aetool.data.images import find_images
+from aetool.data.inputs import find_images
 from aetool.denoise.pipeline import (
     bundled_model_path,
-    check_output_dir,
     denoise_array,
     denoise_images,
     estimate_sigma,
     output_path,
-    psnr,
     read_image,
-    ssim,
 )
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
+from aetool.files import check_output_dir
+from aetool.metrics import psnr, ssim
 from aetool.models import registry as models
 from aetool.models.file import load_model, save_model
 from aetool.models.registry import AutoEncoder, create_model
@@ -83,7 +82,7 @@ def train_tiny_denoiser(root: Path) -> AutoEncoder:
     """A small residual U-Net trained for a few seconds on camera crops with sigma 0.1 noise."""
     from skimage import data
 
-    from aetool.data.images import load_images
+    from aetool.data.cache import load_images
     from aetool.models.registry import ModelConfig
     from aetool.training.loop import TrainConfig, train
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import aetool.training.loop as training
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.devices import autocast_dtype, fast_layout, place, resolve_device
 from aetool.errors import ConfigError
 from aetool.models.file import load_model
@@ -308,7 +308,8 @@ def test_torchrun_uses_nccl_on_cuda(blob_folder: Path, tmp_path: Path) -> None:
 def test_bundled_denoiser_with_refinement_on_cuda_matches_the_cpu() -> None:
     from skimage import data
 
-    from aetool.denoise.pipeline import bundled_model_path, denoise_array, psnr
+    from aetool.denoise.pipeline import bundled_model_path, denoise_array
+    from aetool.metrics import psnr
 
     clean = (data.camera()[:192, :256] / 255.0).astype(np.float32)
     noisy = clean + np.random.default_rng(0).normal(0, 15 / 255, clean.shape).astype(np.float32)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import make_blob_images, write_folder
 
 from aetool.cli.app import cli
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig, create_model
 from aetool.training.distributed import (

@@ -8,14 +8,9 @@ import pytest
 from conftest import make_blob_images, write_folder
 from PIL import Image
 
-from aetool.data.images import (
-    DEFAULT_SIZE,
-    decode_image,
-    find_images,
-    iter_batches,
-    load_images,
-    parse_size,
-)
+from aetool.data.cache import iter_batches, load_images
+from aetool.data.decode import DEFAULT_SIZE, decode_image, parse_size
+from aetool.data.inputs import find_images
 from aetool.errors import ImageError, NoImagesError
 
 
@@ -184,7 +179,7 @@ def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch: pytest.M
 def test_unreadable_folders_are_reported_not_silently_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aetool.data.images as images_mod
+    import aetool.data.inputs as images_mod
 
     (tmp_path / "ok").mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok" / "a.png")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aetool.data.images import prepare_image
+from aetool.data.decode import prepare_image
 from aetool.errors import ConfigError, ImageError
 from aetool.latents import (
     encode_latents,

@@ -13,13 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from aetool.cli.app import cli
-from aetool.denoise.pipeline import (
-    COLOR_MODES,
-    DEFAULT_DENOISER,
-    bundled_model_path,
-    denoise_array,
-    psnr,
-)
+from aetool.denoise.pipeline import COLOR_MODES, DEFAULT_DENOISER, bundled_model_path, denoise_array
+from aetool.metrics import psnr
 from aetool.models.file import load_model
 
 # Small models run faster on one thread than on two busy ones.

@@ -9,9 +9,10 @@ from scipy.ndimage import gaussian_filter
 from skimage import data
 
 from aetool.denoise import refine
-from aetool.denoise.pipeline import denoise_array, denoise_images, gaussian_trained, psnr
+from aetool.denoise.pipeline import denoise_array, denoise_images, gaussian_trained
 from aetool.denoise.refine import refine_weight, wiener_refine
 from aetool.errors import ConfigError
+from aetool.metrics import psnr
 
 
 def _brick(size: int = 128) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aetool.anomaly.pipeline import ScoreSummary, collect_images, score_images
+from aetool.anomaly.pipeline import ScoreSummary, score_images
 from aetool.anomaly.scores import (
     Threshold,
     build_score_row,
@@ -19,7 +19,7 @@ from aetool.anomaly.scores import (
     infer_labels,
     percentile_rank,
 )
-from aetool.data.images import ImageRef
+from aetool.data.inputs import ImageRef, collect_images
 from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
 from aetool.models.file import LoadedModel, load_model
 from aetool.models.registry import create_model

@@ -31,9 +31,9 @@ from aetool.anomaly.scores import (
     percentile_rank,
     pixel_roc_auc,
     read_labels_csv,
-    ssim_map,
 )
 from aetool.errors import ConfigError
+from aetool.metrics import ssim_map
 
 VAL = np.arange(1.0, 101.0)  # validation scores 1..100
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aetool.data.images import ImageRef, find_images
+from aetool.data.inputs import ImageRef, find_images
 from aetool.data.shards import in_shard, parse_shard, select_shard
 from aetool.errors import ConfigError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aetool.data.images import load_images
+from aetool.data.cache import load_images
 from aetool.errors import ConfigError, TrainingError
 from aetool.models.registry import ModelConfig, create_model
 from aetool.training.loop import (

@@ -63,11 +63,14 @@ from aetool.anomaly.scores import (
     parse_threshold,
     pixel_roc_auc,
 )
-from aetool.data.images import ImageRef, decode_image, find_images, iter_batches, prepare_image
+from aetool.data.cache import iter_batches
+from aetool.data.decode import decode_image, prepare_image
+from aetool.data.inputs import MASK_DIR_NAME, ImageRef, collect_images
 from aetool.data.shards import in_shard, parse_shard, path_key
 from aetool.devices import place, resolve_device
 from aetool.errors import ConfigError, ImageError, NoImagesError, OutputError
-from aetool.models.file import LoadedModel, atomic_path, load_model
+from aetool.files import _check_heatmap_dir, atomic_path
+from aetool.models.file import LoadedModel, load_model
 
 __all__ = [
     "MASK_DIR_NAME",
@@ -76,10 +79,6 @@ __all__ = [
     "collect_images",
     "score_images",
 ]
-
-#: Folder of MVTec-AD ground-truth masks; images under it are never scored.
-MASK_DIR_NAME = "ground_truth"
-
 
 # ---------------------------------------------------------------------------
 # Summary
@@ -209,65 +208,6 @@ class ScoreSummary:
 # Finding images
 
 
-def _rel_parts(relpath: str) -> tuple[str, ...]:
-    return PurePosixPath(relpath).parts
-
-
-def collect_images(
-    inputs: Iterable[str | os.PathLike[str] | ImageRef],
-) -> tuple[list[ImageRef], list[str], int]:
-    """Files and folders -> image refs, missing paths, and the number of mask files left out.
-
-    Folders are walked with :func:`~aetool.data.images.find_images` (same rules as
-    training); ``relpath`` is relative to the folder. Files named one by one
-    (for example a path list from stdin) get a ``relpath`` relative to the
-    deepest folder holding all of them, so the folder layout still gives
-    labels and heatmap paths. Files in a ``ground_truth`` folder below a
-    scored folder are masks, not images, and are left out.
-    """
-    refs: list[ImageRef] = []
-    files: list[Path] = []
-    missing: list[str] = []
-    seen: set[str] = set()
-    excluded = 0
-    for item in inputs:
-        if isinstance(item, ImageRef):
-            refs.append(item)
-            continue
-        p = Path(item)
-        if p.is_dir():
-            found, _ = find_images([p])
-            for ref in found:
-                if MASK_DIR_NAME in _rel_parts(ref.relpath)[:-1]:
-                    excluded += 1
-                    continue
-                key = os.path.realpath(ref.path)
-                if key not in seen:
-                    seen.add(key)
-                    refs.append(ref)
-        elif p.exists() or p.is_symlink():
-            key = os.path.realpath(p)
-            if key not in seen:
-                seen.add(key)
-                files.append(p)
-        else:
-            missing.append(str(p))
-    if files:
-        parents = [os.path.dirname(os.path.abspath(f)) for f in files]
-        try:
-            base = os.path.commonpath(parents)
-        except ValueError:  # different drives on Windows
-            base = None
-        for f in files:
-            rel = os.path.relpath(os.path.abspath(f), base) if base else f.name
-            rel = Path(rel).as_posix()
-            if MASK_DIR_NAME in _rel_parts(rel)[:-1]:
-                excluded += 1
-                continue
-            refs.append(ImageRef(f, rel))
-    return refs, missing, excluded
-
-
 def _label_key(ref: ImageRef) -> str:
     root = Path(_root_of(ref)).name
     return f"{root}/{ref.relpath}" if root else ref.relpath
@@ -323,27 +263,6 @@ def _heatmap_names(refs: Sequence[ImageRef]) -> Callable[[ImageRef], str]:
         return f"{roots[_root_of(ref)]}/{out}" if prefix else out
 
     return name
-
-
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def _check_heatmap_dir(directory: Path, inputs: Sequence[Any]) -> None:
-    target = Path(os.path.realpath(directory))
-    for item in inputs:
-        if isinstance(item, ImageRef):
-            continue
-        p = Path(item)
-        if p.is_dir() and _is_within(target, Path(os.path.realpath(p))):
-            raise OutputError(
-                f"--heatmaps {directory} is inside the scored folder {p}: heatmaps could "
-                "overwrite inputs or be scored next time; choose a folder outside it"
-            )
 
 
 def _overlay(image: np.ndarray, emap: np.ndarray, vmax: float | None) -> Image.Image:
@@ -710,7 +629,7 @@ def score_images(
         report = run.summary.report()
 
     Args:
-        inputs: files, folders and/or :class:`~aetool.data.images.ImageRef`.
+        inputs: files, folders and/or :class:`~aetool.data.inputs.ImageRef`.
         model: a :class:`~aetool.models.file.LoadedModel` or a model file path.
         score_kind: ``mse`` (mean squared error, [0, 1] pixel units),
             ``ssim`` (1 - mean SSIM) or ``max-local`` (max of the 5x5-smoothed

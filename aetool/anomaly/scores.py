@@ -21,12 +21,11 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from aetool.data.shards import path_key
 from aetool.errors import ConfigError
+from aetool.metrics import _blur, ssim_map
 
 __all__ = [
     "ANOMALY_DIR_NAMES",
@@ -98,44 +97,6 @@ _LABEL_WORDS = {
 
 # ---------------------------------------------------------------------------
 # Error maps and per-image scores
-
-
-def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def _blur(x: Tensor, size: int, sigma: float) -> Tensor:
-    """Separable Gaussian blur per channel with reflect padding (same size out)."""
-    c = x.shape[1]
-    # Shrink the window on tiny images: reflect padding needs pad < side.
-    smallest = min(x.shape[-2:])
-    if smallest < size:
-        size = max(2 * (smallest // 2) - 1, 1)
-    g = _gaussian_window(size, sigma, x.device, x.dtype)
-    pad = size // 2
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, size), groups=c)
-    x = F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, size, 1), groups=c)
-    return x
-
-
-def ssim_map(x: Tensor, y: Tensor, window: int = 7, sigma: float = 1.5) -> Tensor:
-    """Per-pixel SSIM between two batches of images in [0, 1], averaged over channels.
-
-    Returns ``(N, H, W)``; same-size output (reflect padding) so it doubles as
-    an error map.
-    """
-    c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = _blur(x, window, sigma), _blur(y, window, sigma)
-    sxx = _blur(x * x, window, sigma) - mu_x**2
-    syy = _blur(y * y, window, sigma) - mu_y**2
-    sxy = _blur(x * y, window, sigma) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).mean(dim=1)
 
 
 def error_maps(x: Tensor, recon: Tensor, kind: str = "mse") -> Tensor:

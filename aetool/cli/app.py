@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from rich.progress import (
 from rich.table import Table
 
 from aetool import __version__
-from aetool.data.images import load_images
+from aetool.cli.console import make_err_console
+from aetool.data.cache import load_images
 from aetool.devices import resolve_device
 from aetool.errors import AetoolError
+from aetool.files import _refuse_input_as_output
 from aetool.models.file import read_metadata
 from aetool.models.registry import ModelConfig, list_models
-from aetool.rows import make_err_console
 from aetool.training.distributed import launched_by_torchrun, torchrun_command
 from aetool.training.distributed import teardown as dist_teardown
 from aetool.training.loop import (
@@ -611,7 +612,7 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def _input_paths(inputs: tuple[str, ...], command: str = "score") -> list[str]:
     """INPUTs, with ``-`` (or no INPUT and piped stdin) read as newline-separated paths."""
-    from aetool.data.images import read_path_list
+    from aetool.data.inputs import read_path_list
 
     if not inputs:
         if _stdin_is_terminal():
@@ -795,7 +796,8 @@ def score_cmd(
     from aetool.anomaly.pipeline import score_images
     from aetool.anomaly.scores import read_labels_csv
     from aetool.devices import resolve_device
-    from aetool.models.file import atomic_path, load_model
+    from aetool.files import atomic_path
+    from aetool.models.file import load_model
     from aetool.rows import RowWriter
 
     console = make_err_console(quiet)
@@ -881,7 +883,7 @@ def score_cmd(
 
 def _refs_and_shard(console: Any, paths: list[str], shard: Any, strict: bool) -> Any:
     """Expand paths into image refs (all of them, then one shard); warn about missing paths."""
-    from aetool.data.images import find_images
+    from aetool.data.inputs import find_images
     from aetool.data.shards import missing_in_shard, select_shard
     from aetool.errors import ImageError, NoImagesError
 
@@ -935,21 +937,6 @@ def _png_output(path: Path) -> Path:
     if path.suffix.lower() != ".png":
         raise click.BadParameter(f"{path}: the picture is written as PNG; use a .png name")
     return path
-
-
-def _refuse_input_as_output(outputs: list[Path], inputs: Iterable[str | Path]) -> None:
-    """An output file may never be one of the command's input images, --overwrite or not."""
-    real_in = {os.path.realpath(p) for p in inputs}
-    for out in outputs:
-        if os.path.realpath(out) in real_in:
-            raise click.ClickException(f"{out} is one of the input images; write elsewhere")
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise click.UsageError(
-            f"{path} exists; pass --overwrite to replace it, or -o to write elsewhere"
-        )
 
 
 @cli.command("denoise", short_help="Denoise images into a folder, keeping formats and modes.")
@@ -1053,7 +1040,7 @@ def denoise_cmd(
         raise click.UsageError("the last argument is the output folder; `-` cannot be one")
     in_paths = _input_paths(tuple(inputs), "denoise")
     all_refs, refs, missing = _refs_and_shard(console, in_paths, shard, strict)
-    from aetool.denoise.pipeline import check_output_dir
+    from aetool.files import check_output_dir
 
     check_output_dir(out_dir, in_paths)
     if model is not None:
@@ -1250,7 +1237,7 @@ def export_cmd(
         if len(failed) <= 10:
             console.print(f"[yellow]warning:[/] skipped {ref.path}: {reason}")
 
-    from aetool.models.file import atomic_path
+    from aetool.files import atomic_path
 
     def run(writer: Any) -> int:
         k = 0
@@ -1357,8 +1344,8 @@ def interpolate_cmd(
     The first frame is the reconstruction of A, the last that of B. Prints the
     PNG's path.
     """
+    from aetool.files import atomic_path
     from aetool.latents import interpolate, strip_image
-    from aetool.models.file import atomic_path
 
     _refuse_existing(output, overwrite)
     _refuse_input_as_output([output], [a, b])
@@ -1407,9 +1394,9 @@ def latent_map_cmd(
     """
     import numpy as np
 
-    from aetool.data.images import Skipped
+    from aetool.data.inputs import Skipped
+    from aetool.files import atomic_path
     from aetool.latents import encode_latents, folder_labels, latent_map, require_vector_latent
-    from aetool.models.file import atomic_path
 
     _refuse_existing(output, overwrite)
     console = make_err_console(quiet)
@@ -1535,3 +1522,10 @@ def report_cmd(
         + (f"; {len(written) - 1} PNG plots in {png_dir}" if png_dir else "")
     )
     click.echo(str(written[0]))
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise click.UsageError(
+            f"{path} exists; pass --overwrite to replace it, or -o to write elsewhere"
+        )

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from aetool.data.images import ImageRef
+from aetool.data.inputs import ImageRef
 from aetool.errors import ConfigError
 
 __all__ = ["in_shard", "parse_shard", "select_shard"]

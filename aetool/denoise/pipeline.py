@@ -78,7 +78,6 @@ own value range, a fraction of that range).
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import re
@@ -97,12 +96,24 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin
 
-from aetool.data.images import ImageRef, decode_image, find_images
+from aetool.data.decode import decode_image
+from aetool.data.inputs import ImageRef, find_images
 from aetool.denoise.refine import PATCH, refine_weight
 from aetool.denoise.refine import refine as refine_plane
 from aetool.devices import fast_layout, place, resolve_device
 from aetool.errors import ConfigError, ImageError, ModelFileError, OutputError
-from aetool.models.file import UMASK, LoadedModel, atomic_path, load_model
+from aetool.files import (
+    UMASK,
+    _inside,
+    _real,
+    atomic_path,
+    check_output_dir,
+)
+from aetool.metrics import (
+    psnr,
+    ssim,
+)
+from aetool.models.file import LoadedModel, load_model
 from aetool.models.registry import AutoEncoder
 
 __all__ = [
@@ -131,8 +142,6 @@ __all__ = [
 DEFAULT_DENOISER = "denoiser-gray.safetensors"
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
-#: PSNR of identical images (the MSE is floored so the value stays finite).
-PSNR_CAP = 100.0
 _MAD_TO_SIGMA = 1 / 0.6744897501960817
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SAVE_FORMAT_BY_EXT = {ext.lower(): fmt for ext, fmt in Image.registered_extensions().items()}
@@ -198,29 +207,6 @@ def refine_sigma(noisy: np.ndarray, pilot: np.ndarray) -> float:
         pilot: ``(H, W)`` the denoiser's output for it.
     """
     return estimate_sigma(np.asarray(noisy, np.float32) - np.asarray(pilot, np.float32))
-
-
-def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for images in [0, 1] (capped at 100 dB)."""
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(image, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    mse = float(np.mean((a - b) ** 2))
-    return min(PSNR_CAP, 10 * math.log10(1.0 / max(mse, 1e-10)))
-
-
-def ssim(reference: np.ndarray, image: np.ndarray) -> float:
-    """Mean SSIM (7x7 Gaussian window, sigma 1.5) for ``(C, H, W)`` images in [0, 1]."""
-    from aetool.anomaly.scores import ssim_map
-
-    a = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
-    b = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.ndim == 2:
-        a, b = a[None], b[None]
-    return float(ssim_map(a[None], b[None]).mean())
 
 
 # ---------------------------------------------------------------------------
@@ -967,47 +953,10 @@ def _model_device(model: AutoEncoder) -> torch.device:
 # output paths and safety
 
 
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
 def _input_roots(refs: Sequence[ImageRef]) -> list[Path]:
     """The folders the images were found in (files named one by one have none: an output
     can only land on such a file itself, which the pipeline refuses image by image)."""
     return sorted({ref.root for ref in refs if ref.root is not None})
-
-
-def check_output_dir(out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]):
-    """Refuse an output folder that is, contains or lies inside an input folder.
-
-    Raises:
-        OutputError: OUT is an input folder, is inside one, or holds one, or
-            OUT exists and is not a folder.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} exists and is not a folder")
-    real_out = _real(out)
-    for item in inputs:
-        p = Path(item)
-        if not p.is_dir():
-            continue
-        real_in = _real(p)
-        if _inside(real_out, real_in):
-            where = "is" if real_out == real_in else "is inside"
-            raise OutputError(
-                f"output folder {out} {where} the input folder {p}; denoised files could "
-                "overwrite or mix with the originals: pick a folder outside the inputs"
-            )
-        if _inside(real_in, real_out):
-            raise OutputError(
-                f"input folder {p} is inside the output folder {out}; denoised files could "
-                "overwrite the originals: pick a folder outside the inputs"
-            )
 
 
 def output_path(out_dir: str | os.PathLike[str], relpath: str) -> Path:
@@ -1200,7 +1149,7 @@ def denoise_images(
     never outside ``out_dir``.
 
     Args:
-        inputs: files and folders, or refs from :func:`~aetool.data.images.find_images`
+        inputs: files and folders, or refs from :func:`~aetool.data.inputs.find_images`
             (for example one shard).
         out_dir: output folder (created as needed); it may not be, contain or
             lie inside an input folder.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from safetensors.torch import save_file
 
 from aetool.devices import place
 from aetool.errors import ModelFileError
+from aetool.files import UMASK, atomic_path
 from aetool.models.registry import AutoEncoder, create_model
 
 __all__ = [
@@ -39,8 +39,6 @@ __all__ = [
 FORMAT = "aetool-model"
 FORMAT_VERSION = 1
 _META_KEY = "aetool"
-# The process umask, read once at import (os.umask can only be read by setting it).
-UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
@@ -60,30 +58,6 @@ class LoadedModel:
     def validation_scores(self, kind: str) -> list[float]:
         """Sorted per-image validation scores of one kind (empty when absent)."""
         return list(self.metadata.get("validation", {}).get("scores", {}).get(kind, []))
-
-
-class atomic_path:  # noqa: N801 - used like a function in a with-statement
-    """Context manager yielding a temp path in the target's folder, renamed over it on success."""
-
-    def __init__(self, target: str | os.PathLike[str]) -> None:
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            # mkstemp creates 0600 files; give the result the usual permissions.
-            os.chmod(self.tmp, 0o666 & ~UMASK)
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def save_model(

@@ -17,7 +17,7 @@ import torch
 
 from aetool.anomaly.pipeline import score_images
 from aetool.anomaly.scores import error_maps
-from aetool.data.images import ImageRef
+from aetool.data.inputs import ImageRef
 from aetool.devices import place, resolve_device
 from aetool.errors import ImageError
 from aetool.latents import encode_latents, folder_labels, prepare_for_model

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+
+from aetool.files import atomic_write_bytes
 
 __all__ = [
     "atomic_write_bytes",
@@ -585,20 +586,3 @@ def save_png(img_or_bytes: Image.Image | bytes, path: str | os.PathLike[str]) ->
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, data)
     return dest
-
-
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` via a temporary sibling file and ``os.replace``.
-
-    The temporary file is created with mode 0666 minus the umask (unlike
-    ``tempfile.mkstemp``'s 0600), so the result has ordinary permissions.
-    """
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aetool import __version__
-from aetool.anomaly.scores import SCORE_KINDS, image_scores, ssim_map
-from aetool.data.images import ImageSet, load_images
+from aetool.anomaly.scores import SCORE_KINDS, image_scores
+from aetool.data.cache import ImageSet, load_images
 from aetool.devices import autocast_dtype, place, resolve_device
 from aetool.errors import ConfigError, TrainingError
+from aetool.metrics import ssim_map
 from aetool.models.file import load_model, save_model
 from aetool.models.registry import AutoEncoder, ModelConfig, model_from_config
 from aetool.training.distributed import DistContext, EncodeDecode, shard_batch, state_checksum, wrap
