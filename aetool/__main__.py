@@ -1,4 +1,4 @@
-from aetool.cli.app import main
+from aetool.cli.main import main
 
 if __name__ == "__main__":
     main()

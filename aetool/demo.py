@@ -26,7 +26,9 @@ from PIL import Image
 from aetool.data.cache import load_images
 from aetool.errors import OutputError
 from aetool.models.registry import ModelConfig
-from aetool.training.loop import TrainCallback, TrainConfig, train
+from aetool.training.callbacks import TrainCallback
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
 
 __all__ = ["run_demo", "write_digits"]
 
@@ -113,7 +115,7 @@ def run_demo(
     from aetool.models.file import load_model
     from aetool.report.collect import build_report
     from aetool.report.html import write_report
-    from aetool.rows import RowWriter
+    from aetool.rows import RowWriter, write_latent_rows
 
     root = Path(directory)
     _prepare(root)
@@ -130,8 +132,8 @@ def run_demo(
         ModelConfig(arch="conv", latent_dim=16),
         TrainConfig(epochs=epochs or 30, device=device, noise=f"gaussian:{DEMO_SIGMA}", lr=2e-3),
         cbs(),
+        data_sources=[folders["digits"].resolve()],
     )
-    result.metadata["training"]["data"] = [str(folders["digits"].resolve())]
     model_path = result.save(root / "model.safetensors")
     hist = result.metadata["training"]["history"]
     out["model"] = model_path
@@ -145,9 +147,7 @@ def run_demo(
     say("[bold]2. Export[/] latent codes, latent map and an interpolation strip")
     pairs = list(encode_latents(model, [folders["digits"]]))
     with open(root / "codes.csv", "w", newline="") as fh:
-        w = RowWriter("csv", fh)
-        for ref, z in pairs:
-            w.write({"path": ref.relpath, **{f"z{i}": float(v) for i, v in enumerate(z)}})
+        write_latent_rows(((ref.relpath, z, None) for ref, z in pairs), "csv", fh)
     codes = np.stack([z for _, z in pairs])
     labels = folder_labels([r.relpath for r, _ in pairs])
     (root / "latent-map.png").write_bytes(latent_map(codes, labels, "Digits in latent space (PCA)"))
@@ -180,8 +180,8 @@ def run_demo(
         ModelConfig(arch="conv", latent_dim=16),
         TrainConfig(epochs=epochs, device=device),
         cbs(),
+        data_sources=[folders["anomaly_train"].resolve()],
     )
-    zres.metadata["training"]["data"] = [str(folders["anomaly_train"].resolve())]
     zeros_path = zres.save(root / "zeros-model.safetensors")
     zeros = load_model(zeros_path, device="cpu")
     run = score_images(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from aetool.errors import ConfigError
 
 __all__ = ["autocast_dtype", "fast_layout", "place", "resolve_device"]
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -60,14 +64,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def fast_layout(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+def fast_layout(model: ModuleT, device: torch.device | str) -> ModuleT:
     """Lay out a model's weights the fastest way for ``device``; in place, returns ``model``.
 
     On the CPU, oneDNN's convolutions work in channels-last layout; with the
     weights stored that way they skip a layout conversion per layer, which
-    makes the bundled denoiser 1.7x faster to run and 1.6x faster to train, and
-    the ``conv`` autoencoder 1.4-1.6x faster to run (its training steps gain
-    little, 1.0-1.1x; ``benchmarks/cpu_layout.py``). Elsewhere (CUDA) the
+    makes convolutional models faster to run and to train (``benchmarks/cpu_layout.py``;
+    BENCHMARKS.md gives the figures). Elsewhere (CUDA) the
     weights go back to torch's default layout, so a model loaded on the CPU and
     moved to a GPU runs as it always did. Only architectures that declare
     ``channels_last_ok`` (aetool's ``conv`` and ``denoiser``) are touched; the
@@ -86,6 +89,6 @@ def fast_layout(model: torch.nn.Module, device: torch.device | str) -> torch.nn.
     return model
 
 
-def place(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+def place(model: ModuleT, device: torch.device | str) -> ModuleT:
     """``model.to(device)`` in the layout :func:`fast_layout` picks for that device."""
     return fast_layout(model.to(device), device)

@@ -13,7 +13,6 @@ import secrets
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from aetool.data.inputs import ImageRef
 from aetool.errors import OutputError
@@ -63,15 +62,34 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         raise
 
 
-def _refuse_input_as_output(outputs: list[Path], inputs: Iterable[str | Path]) -> None:
-    """An output file may never be one of the command's input images, --overwrite or not."""
+def is_inside(child: str | os.PathLike[str], parent: str | os.PathLike[str]) -> bool:
+    """Whether ``child`` is ``parent`` or lies below it, once both are resolved (symlinks too)."""
+    real_child, real_parent = real_path(child), real_path(parent)
+    return real_child == real_parent or real_parent in real_child.parents
+
+
+def real_path(path: str | os.PathLike[str]) -> Path:
+    """The path with symlinks resolved, as a :class:`~pathlib.Path`."""
+    return Path(os.path.realpath(path))
+
+
+def refuse_inputs_as_outputs(
+    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """An output file may never be one of the command's input images, overwrite or not.
+
+    Raises:
+        OutputError: an output resolves to the same file as an input.
+    """
     real_in = {os.path.realpath(p) for p in inputs}
     for out in outputs:
         if os.path.realpath(out) in real_in:
             raise OutputError(f"{out} is one of the input images; write elsewhere")
 
 
-def check_output_dir(out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]):
+def check_output_dir(
+    out_dir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
     """Refuse an output folder that is, contains or lies inside an input folder.
 
     Raises:
@@ -81,49 +99,37 @@ def check_output_dir(out_dir: str | os.PathLike[str], inputs: Iterable[str | os.
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a folder")
-    real_out = _real(out)
     for item in inputs:
         p = Path(item)
         if not p.is_dir():
             continue
-        real_in = _real(p)
-        if _inside(real_out, real_in):
-            where = "is" if real_out == real_in else "is inside"
+        if is_inside(out, p):
+            where = "is" if real_path(out) == real_path(p) else "is inside"
             raise OutputError(
                 f"output folder {out} {where} the input folder {p}; denoised files could "
                 "overwrite or mix with the originals: pick a folder outside the inputs"
             )
-        if _inside(real_in, real_out):
+        if is_inside(p, out):
             raise OutputError(
                 f"input folder {p} is inside the output folder {out}; denoised files could "
                 "overwrite the originals: pick a folder outside the inputs"
             )
 
 
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
+def check_heatmap_dir(
+    directory: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | ImageRef]
+) -> None:
+    """Refuse a heatmap folder inside a scored folder (refs passed in are not checked).
 
-
-def _check_heatmap_dir(directory: Path, inputs: Sequence[Any]) -> None:
-    target = Path(os.path.realpath(directory))
+    Raises:
+        OutputError: ``directory`` is a scored folder or lies inside one.
+    """
     for item in inputs:
         if isinstance(item, ImageRef):
             continue
         p = Path(item)
-        if p.is_dir() and _is_within(target, Path(os.path.realpath(p))):
+        if p.is_dir() and is_inside(directory, p):
             raise OutputError(
                 f"--heatmaps {directory} is inside the scored folder {p}: heatmaps could "
                 "overwrite inputs or be scored next time; choose a folder outside it"
             )
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))

@@ -232,12 +232,12 @@ def strip_image(frames: np.ndarray, min_height: int = 64, gap: int = 1) -> Image
 def folder_labels(relpaths: Sequence[str]) -> list[Any]:
     """Colour labels for a latent map: anomaly labels from the folder layout, else class folders.
 
-    Uses :func:`aetool.anomaly.scores.infer_labels` (0 under ``good``/``normal``/``ok``,
+    Uses :func:`aetool.anomaly.labels.infer_labels` (0 under ``good``/``normal``/``ok``,
     1 under its sibling folders). When that labels nothing, the first folder of
     each relative path is its class (``digits/3/0001.png`` under ``digits`` is
     ``"3"``); images directly in the root get None.
     """
-    from aetool.anomaly.scores import infer_labels
+    from aetool.anomaly.labels import infer_labels
 
     labels: list[Any] = list(infer_labels(list(relpaths)))
     if any(v is not None for v in labels):

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Image quality metrics: PSNR, SSIM and the per-pixel SSIM map.
+
+Shared by denoising (PSNR/SSIM of a result against a clean reference),
+anomaly scoring (``1 - ssim_map`` as an error map, :func:`gaussian_blur` for
+the smoothed local error) and the training loss. All take images in [0, 1].
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = ["PSNR_CAP", "gaussian_blur", "psnr", "ssim", "ssim_map"]
+
+#: PSNR of identical images (the MSE is floored so the value stays finite).
+PSNR_CAP = 100.0
 
 
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
@@ -22,8 +32,6 @@ def psnr(reference: np.ndarray, image: np.ndarray) -> float:
 
 def ssim(reference: np.ndarray, image: np.ndarray) -> float:
     """Mean SSIM (7x7 Gaussian window, sigma 1.5) for ``(C, H, W)`` images in [0, 1]."""
-    from aetool.metrics import ssim_map
-
     a = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
     b = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     if a.shape != b.shape:
@@ -39,7 +47,7 @@ def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch
     return g / g.sum()
 
 
-def _blur(x: Tensor, size: int, sigma: float) -> Tensor:
+def gaussian_blur(x: Tensor, size: int, sigma: float) -> Tensor:
     """Separable Gaussian blur per channel with reflect padding (same size out)."""
     c = x.shape[1]
     # Shrink the window on tiny images: reflect padding needs pad < side.
@@ -62,14 +70,10 @@ def ssim_map(x: Tensor, y: Tensor, window: int = 7, sigma: float = 1.5) -> Tenso
     an error map.
     """
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = _blur(x, window, sigma), _blur(y, window, sigma)
-    sxx = _blur(x * x, window, sigma) - mu_x**2
-    syy = _blur(y * y, window, sigma) - mu_y**2
-    sxy = _blur(x * y, window, sigma) - mu_x * mu_y
+    mu_x, mu_y = gaussian_blur(x, window, sigma), gaussian_blur(y, window, sigma)
+    sxx = gaussian_blur(x * x, window, sigma) - mu_x**2
+    syy = gaussian_blur(y * y, window, sigma) - mu_y**2
+    sxy = gaussian_blur(x * y, window, sigma) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     return (num / den).mean(dim=1)
-
-
-#: PSNR of identical images (the MSE is floored so the value stays finite).
-PSNR_CAP = 100.0

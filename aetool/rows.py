@@ -1,18 +1,28 @@
-"""Where output goes: data rows to stdout, everything for people to one stderr Console."""
+"""Data rows: CSV (header first), JSON lines or a table, streamed one row at a time.
+
+Also the rows of latent codes (``path,z0,...,z{k-1}[,label]``) that ``aetool
+export`` and the demo write, and their NPY form: an ``(N, k)`` float32 array
+with the rows' paths in a sibling ``.paths.csv``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["RowWriter"]
+from aetool.files import atomic_path
+
+__all__ = ["LatentRow", "RowWriter", "npy_index_path", "write_latent_npy", "write_latent_rows"]
 
 
 def _fmt(value: Any) -> Any:
@@ -70,3 +80,75 @@ class RowWriter:
             Console(file=buf, width=200, no_color=True).print(table)
             self.stream.write(buf.getvalue())
             self.stream.flush()
+
+
+#: One latent code to write: the path to show, the code ``(k,)`` and its label (or None).
+LatentRow = tuple[str, np.ndarray, int | None]
+
+
+def latent_row(path: str, z: np.ndarray, label: int | None, with_label: bool) -> dict[str, Any]:
+    """``{"path", "z0", ..., "z{k-1}"[, "label"]}`` for one code."""
+    row: dict[str, Any] = {"path": path}
+    row.update({f"z{i}": float(v) for i, v in enumerate(z)})
+    if with_label:
+        row["label"] = label
+    return row
+
+
+def write_latent_rows(
+    rows: Iterable[LatentRow],
+    fmt: str,
+    stream: TextIO,
+    *,
+    with_label: bool = False,
+    latent_dim: int = 0,
+) -> int:
+    """Stream latent codes as CSV or JSON lines; return the code length.
+
+    With no row at all, a CSV still gets its header (``latent_dim`` columns),
+    and the length returned is ``latent_dim`` for CSV, 0 for JSON lines.
+    """
+    writer = RowWriter(fmt, stream)
+    k = 0
+    for path, z, label in rows:
+        k = len(z)
+        writer.write(latent_row(path, z, label, with_label))
+    if writer.columns is None and fmt == "csv":
+        k = latent_dim
+        cols = ["path", *(f"z{i}" for i in range(k))] + (["label"] if with_label else [])
+        stream.write(",".join(cols) + "\n")
+    return k
+
+
+def npy_index_path(output: str | os.PathLike[str]) -> Path:
+    """The ``.paths.csv`` file beside an NPY export, naming its rows' images."""
+    output = Path(output)
+    stem = output.name[:-4] if output.name.lower().endswith(".npy") else output.name
+    return output.with_name(stem + ".paths.csv")
+
+
+def write_latent_npy(
+    rows: Iterable[LatentRow], output: str | os.PathLike[str], *, with_label: bool = False
+) -> tuple[int, Path]:
+    """Write codes as an ``(N, k)`` float32 NPY file and their paths to :func:`npy_index_path`.
+
+    Both files are written atomically. Returns the code length (0 with no
+    rows) and the index file's path.
+    """
+    codes: list[np.ndarray] = []
+    index: list[dict[str, Any]] = []
+    k = 0
+    for path, z, label in rows:
+        k = len(z)
+        codes.append(z)
+        index.append({"path": path, "label": label} if with_label else {"path": path})
+    arr = np.stack(codes).astype(np.float32) if codes else np.zeros((0, k), np.float32)
+    with atomic_path(output) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+    index_path = npy_index_path(output)
+    with atomic_path(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = RowWriter("csv", f)
+        w.write_all(index)
+        if not index:
+            f.write("path,label\n" if with_label else "path\n")
+    return k, index_path

@@ -5,7 +5,7 @@ Additive Gaussian noise, independent in R, G and B, at sigma = 15, 25 and 50
 (scikit-image's ``astronaut`` and ``coffee``), one fixed draw per picture and
 sigma (seed ``1000 + sigma``). Compared, in one process on one thread:
 
-* ``aetool, opponent``: :func:`aetool.denoise.pipeline.denoise_array` at its defaults:
+* ``aetool, opponent``: :func:`aetool.denoise.array.denoise_array` at its defaults:
   luminance and two colour differences denoised by the
   grayscale model, then mapped back to RGB;
 * ``aetool, channels``: the same model on R, G and B one by one
@@ -25,7 +25,7 @@ channels, noisy values not clipped.
 A second table takes the realistic case of a noisy photo saved as JPEG: the
 same noise, clipped and rounded to 8 bits, stored at quality 95 with full
 colour resolution (4:4:4) or with subsampled colour (4:2:0, most encoders'
-default), read back with :func:`aetool.denoise.pipeline.read_image`. With 4:2:0 the
+default), read back with :func:`aetool.denoise.imageio.read_image`. With 4:2:0 the
 colour differences are averaged over 2x2 pixels, so most of the noise left is
 shared by R, G and B; ``--color auto`` (the default) then denoises R, G and B
 one by one, and an opponent space otherwise.
@@ -54,12 +54,10 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from denoise_psnr import PARAMS, SIGMAS, noisy, psnr  # noqa: E402
 
-from aetool.denoise.pipeline import (  # noqa: E402
-    _color_for,
-    bundled_model_path,
-    denoise_array,
-    read_image,
-)
+from aetool.denoise.array import denoise_array  # noqa: E402
+from aetool.denoise.imageio import read_image  # noqa: E402
+from aetool.denoise.pipeline import _color_for  # noqa: E402
+from aetool.models.bundled import bundled_model_path  # noqa: E402
 from aetool.models.file import load_model  # noqa: E402
 
 IMAGES = ["astronaut", "coffee"]

@@ -8,7 +8,7 @@ one process on one thread:
 
 * ``model``: the bundled ``denoiser-gray.safetensors`` (or ``--model FILE``),
   loaded with :func:`aetool.models.file.load_model` and run with
-  :func:`aetool.denoise.pipeline.denoise_array` at its defaults (256 px tiles, 32 px
+  :func:`aetool.denoise.array.denoise_array` at its defaults (256 px tiles, 32 px
   overlap, 8 tiles a pass, so a 512x512 picture runs in one pass), exactly as
   ``aetool denoise`` runs it. Blind: it is not told sigma.
 * scikit-image's ``denoise_nl_means``, ``denoise_tv_chambolle`` and
@@ -24,7 +24,7 @@ the picture (``aetool denoise --ensemble N``, N = 2, 4, 8), N times the work.
 ``+ refine`` follows the model with collaborative Wiener filtering of the noisy
 picture, the model's output as pilot (:mod:`aetool.denoise.refine`, BM3D's second
 stage; ``aetool denoise --refine``, on by default for the bundled model), at
-the noise level :func:`aetool.denoise.pipeline.refine_sigma` finds in what the model took
+the noise level :func:`aetool.denoise.noise_level.refine_sigma` finds in what the model took
 away: still blind.
 Its constants were chosen on other pictures (cell, hubble_deep_field and
 scikit-learn's china and flower), never on these.
@@ -67,7 +67,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from aetool.denoise.pipeline import DEFAULT_TILE, bundled_model_path, denoise_array  # noqa: E402
+from aetool.denoise.array import denoise_array  # noqa: E402
+from aetool.denoise.tiling import DEFAULT_TILE  # noqa: E402
+from aetool.models.bundled import bundled_model_path  # noqa: E402
 from aetool.models.file import load_model  # noqa: E402
 
 IMAGES = ["camera", "astronaut", "coffee"]

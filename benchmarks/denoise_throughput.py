@@ -37,7 +37,7 @@ import numpy as np
 
 def _model():
     """The bundled grayscale denoiser, the model ``aetool denoise`` uses by default."""
-    from aetool.denoise.pipeline import bundled_model_path
+    from aetool.models.bundled import bundled_model_path
     from aetool.models.file import load_model
 
     path = bundled_model_path()

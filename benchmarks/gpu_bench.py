@@ -42,7 +42,9 @@ from aetool.data.cache import ImageSet
 from aetool.data.inputs import ImageRef
 from aetool.devices import autocast_dtype, resolve_device
 from aetool.models.registry import ModelConfig, create_model
-from aetool.training.loop import TrainConfig, TrainResult, train
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
+from aetool.training.record import TrainResult
 
 OUT: list[Path] = []  # the figures file, written line by line so a timeout keeps them
 
@@ -202,7 +204,7 @@ def main() -> None:
             emit(f"denoiser forward {den_size}x{den_size} batch 16, {label}: {rate:,.0f} img/s, "
                  f"{rate * den_size * den_size / 1e6:,.1f} MP/s")  # fmt: skip
         try:
-            from aetool.denoise.pipeline import denoise_array
+            from aetool.denoise.array import denoise_array
         except ImportError as exc:
             emit(f"denoise_array unavailable: {exc}")
         else:

@@ -42,7 +42,8 @@ from aetool.anomaly.pipeline import score_images
 from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig
-from aetool.training.loop import TrainConfig, train
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
 
 torch.set_num_threads(1)
 

@@ -28,7 +28,8 @@ from PIL import Image
 
 from aetool.data.cache import load_images
 from aetool.models.registry import ModelConfig
-from aetool.training.loop import TrainConfig, train
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
 
 torch.set_num_threads(1)
 

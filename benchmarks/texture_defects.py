@@ -32,7 +32,8 @@ from aetool.anomaly.scores import SCORE_KINDS
 from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig
-from aetool.training.loop import TrainConfig, train
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
 
 torch.set_num_threads(1)
 

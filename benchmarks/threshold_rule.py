@@ -26,7 +26,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from aetool.anomaly.scores import fit_threshold
+from aetool.anomaly.thresholds import fit_threshold
 
 torch.set_num_threads(1)
 

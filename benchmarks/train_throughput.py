@@ -96,7 +96,8 @@ class Aetool:
 
     def epoch(self) -> float:
         from aetool.models.registry import ModelConfig
-        from aetool.training.loop import TrainConfig, train
+        from aetool.training.config import TrainConfig
+        from aetool.training.loop import train
 
         cfg = TrainConfig(
             epochs=1, batch_size=self.batch, val_split=0.0, patience=None, device="cpu"

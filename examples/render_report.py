@@ -28,10 +28,12 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 try:
-    from aetool.report.html import ExtremeItem, ReportData, write_report
+    from aetool.report.data import ExtremeItem, ReportData
+    from aetool.report.html import write_report
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from aetool.report.html import ExtremeItem, ReportData, write_report
+    from aetool.report.data import ExtremeItem, ReportData
+    from aetool.report.html import write_report
 
 
 def build_demo_data(with_labels: bool = True, seed: int = 0, top_n: int = 8) -> ReportData:

@@ -25,7 +25,8 @@ from aetool.data.cache import load_images
 from aetool.demo import write_digits
 from aetool.latents import encode_latents
 from aetool.models.registry import ModelConfig
-from aetool.training.loop import TrainConfig, train
+from aetool.training.config import TrainConfig
+from aetool.training.loop import train
 
 OUT = Path(__file__).resolve().parent.parent / "aetool" / "pretrained" / "digits-conv.safetensors"
 
@@ -59,9 +60,9 @@ def main() -> None:
             images,
             ModelConfig(arch="conv", latent_dim=args.latent_dim),
             TrainConfig(epochs=args.epochs, seed=args.seed, patience=20, device="cpu", lr=2e-3),
+            data_sources=["sklearn.datasets.load_digits (1,797 8x8 scans)"],
         )
         seconds = time.perf_counter() - t0
-        result.metadata["training"]["data"] = ["sklearn.datasets.load_digits (1,797 8x8 scans)"]
         path = result.save(args.output)
         rows = list(encode_latents(result.model, images.refs, batch_size=256))
         codes = np.stack([z for _, z in rows])

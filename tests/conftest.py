@@ -135,7 +135,8 @@ def score_model(score_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A small conv autoencoder trained on score_tree/train/good (a few seconds on CPU)."""
     from aetool.data.cache import load_images
     from aetool.models.registry import ModelConfig
-    from aetool.training.loop import TrainConfig, train
+    from aetool.training.config import TrainConfig
+    from aetool.training.loop import train
 
     images = load_images([score_tree / "train" / "good"])
     threads = torch.get_num_threads()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aetool.denoise.pipeline import bundled_model_path
+from aetool.models.bundled import bundled_model_path
 from aetool.models.file import load_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

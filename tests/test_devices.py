@@ -18,7 +18,9 @@ from aetool.devices import autocast_dtype, fast_layout, place, resolve_device
 from aetool.errors import ConfigError
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig, create_model
-from aetool.training.loop import TrainConfig, _Feeder, reconstruct, train
+from aetool.training.config import TrainConfig
+from aetool.training.feeder import BatchFeeder
+from aetool.training.loop import reconstruct, train
 
 
 @pytest.fixture
@@ -268,7 +270,7 @@ def test_feeder_converts_uint8_on_the_gpu(
     images = load_images([blob_folder])
     if not resident:  # pretend the GPU is full: batches go through pinned host memory
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 1))
-    feeder = _Feeder(images, torch.device("cuda"), None)
+    feeder = BatchFeeder(images, torch.device("cuda"), None)
     assert feeder.cache.device.type == ("cuda" if resident else "cpu")
     idx = torch.tensor([5, 0, 7])
     batch = feeder.batch(idx)
@@ -308,8 +310,9 @@ def test_torchrun_uses_nccl_on_cuda(blob_folder: Path, tmp_path: Path) -> None:
 def test_bundled_denoiser_with_refinement_on_cuda_matches_the_cpu() -> None:
     from skimage import data
 
-    from aetool.denoise.pipeline import bundled_model_path, denoise_array
+    from aetool.denoise.array import denoise_array
     from aetool.metrics import psnr
+    from aetool.models.bundled import bundled_model_path
 
     clean = (data.camera()[:192, :256] / 255.0).astype(np.float32)
     noisy = clean + np.random.default_rng(0).normal(0, 15 / 255, clean.shape).astype(np.float32)

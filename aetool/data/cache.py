@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""Decoded images in memory: one ``uint8`` cache per training run, and batches for inference.
+
+Training decodes every image once, in parallel, into one array (memory-mapped
+above a budget, so a large data set does not need the RAM); each image is
+opened first to learn its size and mode, so a bad file is reported before any
+decoding and the common size can be chosen. Inference decodes batches on a
+pool while the model works on the previous one, so memory holds two batches.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -136,114 +144,170 @@ def load_images(
         NoImagesError: no image was found, or none could be decoded.
         ImageError: with ``strict``, the first unreadable file.
     """
+    _check_options(channels, resize, alpha_background)
+    refs, where = _refs_of(inputs)
+    skipped = _Skips(strict)
+    good = _probe_all(refs, skipped)
+    if not good:
+        raise NoImagesError(f"none of the {len(refs)} files in {where} could be read as an image")
+    if channels is None:
+        channels = 1 if all(p.gray for p in good) else 3
+    target = _target_size(good, size, native_size)
+    data, tmp = _allocate(len(good), channels, target, memory_budget)
+    decode = _Decoder(good, data, channels, target, resize, alpha_background)
+    decode.run(strict, progress)
+    for pr, error in zip(good, decode.errors, strict=True):
+        if error:
+            skipped.add(pr.ref.path, error or "unreadable")
+    skipped.items.sort(key=lambda s: s.path)
+    kept = decode.kept
+    if not kept.any():
+        raise NoImagesError(f"none of the {len(refs)} files in {where} could be decoded")
+    if not kept.all():
+        data = _keep_rows(data, kept, tmp is not None)
+    return ImageSet(
+        refs=[g.ref for g, k in zip(good, kept, strict=True) if k],
+        data=data,
+        channels=channels,
+        size=target,
+        skipped=skipped.items,
+        resize=resize,
+        alpha_background=alpha_background,
+        _tmp=tmp,
+    )
+
+
+def _check_options(channels: int | None, resize: str, alpha_background: str) -> None:
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3, not {channels}")
     if resize not in RESIZE_MODES:
         raise ConfigError(f"resize mode {resize!r} is not one of: {', '.join(RESIZE_MODES)}")
     if alpha_background not in ("black", "white"):
         raise ConfigError("alpha background must be 'black' or 'white'")
-    inputs = list(inputs)
-    if inputs and all(isinstance(i, ImageRef) for i in inputs):
-        refs = list(inputs)  # type: ignore[arg-type]
+
+
+def _refs_of(
+    inputs: Iterable[str | os.PathLike[str]] | Sequence[ImageRef],
+) -> tuple[list[ImageRef], str]:
+    """The image refs of ``inputs`` and how to name the inputs in a message."""
+    items: list[Any] = list(inputs)
+    if items and all(isinstance(i, ImageRef) for i in items):
+        refs: list[ImageRef] = items
     else:
-        refs, _ = find_images(inputs)  # type: ignore[arg-type]
+        refs, _ = find_images(items)
     where = (
-        ", ".join(str(i) for i in inputs[:3])
-        if inputs and not isinstance(inputs[0], ImageRef)
+        ", ".join(str(i) for i in items[:3])
+        if items and not isinstance(items[0], ImageRef)
         else "the input"
     )
     if not refs:
         raise NoImagesError(f"no image files found in {where}")
+    return refs, where
 
-    skipped: list[Skipped] = []
 
-    def fail(path: Path, reason: str) -> None:
-        if strict:
+@dataclass
+class _Skips:
+    """Unreadable files: collected, or with ``strict`` the first one raised."""
+
+    strict: bool
+    items: list[Skipped] = field(default_factory=list)
+
+    def add(self, path: Path, reason: str) -> None:
+        if self.strict:
             raise ImageError(f"{path}: {reason}")
-        skipped.append(Skipped(str(path), reason))
+        self.items.append(Skipped(str(path), reason))
 
+
+def _probe_all(refs: list[ImageRef], skipped: _Skips) -> list[_Probe]:
+    """Open every file's header in parallel; the readable ones, in order."""
     with ThreadPoolExecutor(_workers()) as pool:
         probes = list(pool.map(_probe, refs))
     good: list[_Probe] = []
     for pr in probes:
         if pr.error:
-            fail(pr.ref.path, pr.error)
+            skipped.add(pr.ref.path, pr.error)
         else:
             good.append(pr)
-    if not good:
-        raise NoImagesError(f"none of the {len(refs)} files in {where} could be read as an image")
+    return good
 
-    if channels is None:
-        channels = 1 if all(p.gray for p in good) else 3
-    target = parse_size(size)
+
+def _target_size(
+    good: list[_Probe], size: str | int | tuple[int, int] | None, native_size: bool
+) -> tuple[int, int] | None:
+    """None for native sizes, else the requested size, the images' common size or
+    :data:`DEFAULT_SIZE`."""
+    target = parse_size(size)  # checked even when native sizes make it moot
     if native_size:
-        target = None
-    elif target is None:
+        return None
+    if target is None:
         sizes = {p.size for p in good}
         target = sizes.pop() if len(sizes) == 1 else DEFAULT_SIZE
+    return target
 
-    n = len(good)
-    kept = np.zeros(n, dtype=bool)
-    tmp = None
-    data: np.ndarray | list[np.ndarray]
+
+def _allocate(
+    n: int, channels: int, target: tuple[int, int] | None, memory_budget: int
+) -> tuple[np.ndarray | list[np.ndarray], Any]:
+    """The cache: a list for native sizes, else an array, memory-mapped above the budget."""
     if target is None:
-        data = [np.empty(0, np.uint8)] * n
-    else:
-        nbytes = n * channels * target[0] * target[1]
-        if nbytes > memory_budget:
-            tmp = tempfile.TemporaryFile(prefix="aetool-cache-")
-            data = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, channels, *target))
-        else:
-            data = np.empty((n, channels, *target), dtype=np.uint8)
+        return [np.empty(0, np.uint8)] * n, None
+    if n * channels * target[0] * target[1] > memory_budget:
+        tmp = tempfile.TemporaryFile(prefix="aetool-cache-")
+        return np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, channels, *target)), tmp
+    return np.empty((n, channels, *target), dtype=np.uint8), None
 
-    errors: list[str | None] = [None] * n
 
-    def work(i: int) -> None:
+class _Decoder:
+    """Decodes the probed images into the cache in parallel, 256 at a time."""
+
+    CHUNK = 256
+
+    def __init__(
+        self,
+        good: list[_Probe],
+        data: np.ndarray | list[np.ndarray],
+        channels: int,
+        target: tuple[int, int] | None,
+        resize: str,
+        alpha_background: str,
+    ) -> None:
+        self.good, self.data = good, data
+        self.options: dict[str, Any] = dict(
+            channels=channels, size=target, resize=resize, alpha_background=alpha_background
+        )
+        self.kept = np.zeros(len(good), dtype=bool)
+        self.errors: list[str | None] = [None] * len(good)
+
+    def work(self, i: int) -> None:
         try:
-            arr = prepare_image(
-                good[i].ref.path, channels=channels, size=target, resize=resize,
-                alpha_background=alpha_background,
-            )  # fmt: skip
+            arr = prepare_image(self.good[i].ref.path, **self.options)
         except ImageError as exc:
-            errors[i] = str(exc).split(": ", 1)[-1]
+            self.errors[i] = str(exc).split(": ", 1)[-1]
             return
-        data[i] = arr
-        kept[i] = True
+        self.data[i] = arr
+        self.kept[i] = True
 
-    done = 0
-    chunk = 256
-    with ThreadPoolExecutor(_workers()) as pool:
-        for start in range(0, n, chunk):
-            list(pool.map(work, range(start, min(n, start + chunk))))
-            done = min(n, start + chunk)
-            if progress:
-                progress(done, n)
-            if strict:
-                for i in range(start, done):
-                    if errors[i]:
-                        raise ImageError(f"{good[i].ref.path}: {errors[i]}")
-    for i in range(n):
-        if errors[i]:
-            fail(good[i].ref.path, errors[i] or "unreadable")
-    skipped.sort(key=lambda s: s.path)
-    if not kept.any():
-        raise NoImagesError(f"none of the {len(refs)} files in {where} could be decoded")
-    kept_refs = [g.ref for g, k in zip(good, kept, strict=True) if k]
-    if not kept.all():
-        if isinstance(data, list):
-            data = [d for d, k in zip(data, kept, strict=True) if k]
-        else:
-            data = data[kept] if tmp is None else _compact(data, kept)
-    return ImageSet(
-        refs=kept_refs,
-        data=data,
-        channels=channels,
-        size=target,
-        skipped=skipped,
-        resize=resize,
-        alpha_background=alpha_background,
-        _tmp=tmp,
-    )
+    def run(self, strict: bool, progress: Callable[[int, int], None] | None) -> None:
+        n = len(self.good)
+        with ThreadPoolExecutor(_workers()) as pool:
+            for start in range(0, n, self.CHUNK):
+                list(pool.map(self.work, range(start, min(n, start + self.CHUNK))))
+                done = min(n, start + self.CHUNK)
+                if progress:
+                    progress(done, n)
+                if strict:
+                    for i in range(start, done):
+                        if self.errors[i]:
+                            raise ImageError(f"{self.good[i].ref.path}: {self.errors[i]}")
+
+
+def _keep_rows(
+    data: np.ndarray | list[np.ndarray], kept: np.ndarray, mapped: bool
+) -> np.ndarray | list[np.ndarray]:
+    """The cache without the rows that failed to decode."""
+    if isinstance(data, list):
+        return [d for d, k in zip(data, kept, strict=True) if k]
+    return _compact(data, kept) if mapped else data[kept]
 
 
 def _compact(data: np.ndarray, kept: np.ndarray) -> np.ndarray:

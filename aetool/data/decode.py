@@ -1,11 +1,8 @@
-"""Finding, decoding, converting and caching images.
+"""Decoding one image file into a ``float``/``uint8`` array a model can take.
 
-Pipeline: :func:`find_images` walks files and folders (sorted, hidden entries
-skipped, symlink loops cut); :func:`load_images` probes headers, decides the
-channel count and size, then decodes every image once, in parallel, into a
-``uint8`` cache of shape ``(N, C, H, W)`` (in memory, or a memory-mapped
-temporary file when it would exceed the memory budget). Training and scoring
-read batches from that cache.
+Where images come from is :mod:`aetool.data.inputs` (:func:`~aetool.data.inputs.find_images`
+walks files and folders); :mod:`aetool.data.cache` decodes many at once
+(:func:`~aetool.data.cache.load_images`). This module holds the rules for one file.
 
 Conversion rules (documented in the README):
 
@@ -75,7 +72,7 @@ def parse_size(value: str | int | Sequence[int] | None) -> tuple[int, int] | Non
 
 
 def _open(path: Path) -> Image.Image:
-    img = Image.open(path)
+    img: Image.Image = Image.open(path)
     img.load()
     if "exif" in img.info or hasattr(img, "getexif"):
         img = ImageOps.exif_transpose(img)

@@ -1,18 +1,64 @@
-"""TODO docstring."""
+"""Input discovery: which image files a command works on.
+
+One implementation for every command and the library:
+
+- :func:`read_input_args` turns command-line INPUTs into paths: ``-``, or no
+  INPUT with piped stdin, reads newline-separated paths;
+- :func:`find_images` expands files and folders into sorted, de-duplicated
+  :class:`ImageRef` objects (the rules training, denoising and encoding use);
+- :func:`collect_images` does the same for scoring, where files named one by
+  one keep their folder layout (labels, heatmap paths) and ground-truth mask
+  folders are left out;
+- :func:`select_inputs` finds the images and keeps one ``--shard``.
+
+Errors are :class:`~aetool.errors.AetoolError` subclasses; the CLI turns the
+argument errors (:class:`InputArgumentError`) into usage errors.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TextIO
 
-from aetool.errors import ImageError
+from aetool.data.shards import missing_in_shard, select_shard
+from aetool.errors import ConfigError, ImageError, NoImagesError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MASK_DIR_NAME",
+    "ImageRef",
+    "InputArgumentError",
+    "InputSelection",
+    "NoInputsError",
+    "Skipped",
+    "collect_images",
+    "find_images",
+    "read_input_args",
+    "read_path_list",
+    "select_inputs",
+]
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif",
      ".pnm", ".pgm", ".ppm", ".pbm"}
 )  # fmt: skip
+
+#: Folder of MVTec-AD ground-truth masks; images under it are never scored.
+MASK_DIR_NAME = "ground_truth"
+
+#: Why a path named as an input is skipped when it does not exist.
+NO_SUCH_PATH = "no such file or folder"
+
+
+class InputArgumentError(ConfigError):
+    """The input arguments cannot be used as given (a usage error on the command line)."""
+
+
+class NoInputsError(InputArgumentError):
+    """No input was named and none can be read from stdin (it is a terminal)."""
 
 
 @dataclass(frozen=True)
@@ -36,53 +82,52 @@ class Skipped:
     reason: str
 
 
+# ---------------------------------------------------------------------------
+# command-line arguments
+
+
+def read_path_list(stream: Iterable[str]) -> list[str]:
+    """Newline-separated paths (blank lines and surrounding whitespace ignored)."""
+    return [line.strip() for line in stream if line.strip()]
+
+
+def read_input_args(
+    inputs: Sequence[str], stdin: TextIO | None, *, stdin_is_terminal: bool
+) -> list[str]:
+    """INPUT arguments, with ``-`` (or no INPUT and piped stdin) read as newline-separated paths.
+
+    Raises:
+        NoInputsError: no INPUT, and stdin is a terminal.
+        InputArgumentError: ``-`` given twice, or stdin held no path.
+    """
+    if not inputs:
+        if stdin_is_terminal:
+            raise NoInputsError("pass image files or folders, or pipe newline-separated paths")
+        inputs = ("-",)
+    if list(inputs).count("-") > 1:
+        raise InputArgumentError("'-' (paths from stdin) can be given only once")
+    out: list[str] = []
+    for item in inputs:
+        if item == "-":
+            paths = read_path_list(stdin or ())
+            if not paths:
+                raise InputArgumentError("no image paths were read from stdin")
+            out.extend(paths)
+        else:
+            out.append(item)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# walking files and folders
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def find_images(
-    inputs: Iterable[str | os.PathLike[str]], *, missing_ok: bool = False
-) -> tuple[list[ImageRef], list[Skipped]]:
-    """Expand files and folders into a sorted, de-duplicated list of image files.
-
-    Folders are walked recursively in sorted order; hidden files and folders
-    are skipped, symlinked folders are followed once (loops are cut) and files
-    without an image extension are ignored. Files named explicitly are kept
-    whatever their extension (decoding decides).
-
-    Args:
-        inputs: files and folders.
-        missing_ok: report a missing path as skipped instead of raising.
-
-    Returns:
-        The image references, and what was skipped: the explicitly named paths
-        that do not exist (only with ``missing_ok``) and folders under the
-        inputs that could not be read.
-
-    Raises:
-        ImageError: a path does not exist (without ``missing_ok``).
-    """
-    refs: list[ImageRef] = []
-    missing: list[Skipped] = []
-    seen: set[str] = set()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            for ref in _walk(p, missing):
-                key = os.path.realpath(ref.path)
-                if key not in seen:
-                    seen.add(key)
-                    refs.append(ref)
-        elif p.exists():
-            key = os.path.realpath(p)
-            if key not in seen:
-                seen.add(key)
-                refs.append(ImageRef(p, p.name if p.is_absolute() else str(p)))
-        elif missing_ok:
-            missing.append(Skipped(str(p), "no such file or folder"))
-        else:
-            raise ImageError(f"{p} does not exist")
-    return refs, missing
+def _in_mask_dir(relpath: str) -> bool:
+    return MASK_DIR_NAME in PurePosixPath(relpath).parts[:-1]
 
 
 def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
@@ -107,17 +152,117 @@ def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
     return out
 
 
-def read_path_list(stream: Iterable[str]) -> list[str]:
-    """Newline-separated paths (blank lines and surrounding whitespace ignored)."""
-    return [line.strip() for line in stream if line.strip()]
+@dataclass
+class _Found:
+    """What :func:`_discover` found: refs, skipped paths (in order) and mask files left out."""
+
+    refs: list[ImageRef] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    excluded_masks: int = 0
+    seen: set[str] = field(default_factory=set)
+
+    def first_time(self, path: Path) -> bool:
+        key = os.path.realpath(path)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
 
-#: Folder of MVTec-AD ground-truth masks; images under it are never scored.
-MASK_DIR_NAME = "ground_truth"
+def _discover(
+    inputs: Iterable[str | os.PathLike[str] | ImageRef], *, scoring: bool, missing_ok: bool
+) -> _Found:
+    """Walk files and folders in order, each real file once.
+
+    ``scoring`` selects the rules of :func:`collect_images`: mask folders are
+    left out, unreadable folders are not reported, a dangling symlink named
+    explicitly is kept (its row reports the error) and files named one by one
+    are made relative to the deepest folder holding all of them.
+    """
+    found = _Found()
+    named: list[Path] = []
+    for item in inputs:
+        if isinstance(item, ImageRef):
+            found.refs.append(item)
+            continue
+        p = Path(item)
+        if p.is_dir():
+            refs = _walk(p, [] if scoring else found.skipped)
+            for ref in _without_masks(refs, found) if scoring else refs:
+                if found.first_time(ref.path):
+                    found.refs.append(ref)
+        elif p.exists() or (scoring and p.is_symlink()):
+            if found.first_time(p):
+                named.append(p)
+                if not scoring:
+                    found.refs.append(ImageRef(p, p.name if p.is_absolute() else str(p)))
+        elif missing_ok:
+            found.skipped.append(Skipped(str(p), NO_SUCH_PATH))
+        else:
+            raise ImageError(f"{p} does not exist")
+    if scoring:
+        _add_named_files(found, named)
+    return found
 
 
-def _rel_parts(relpath: str) -> tuple[str, ...]:
-    return PurePosixPath(relpath).parts
+def _without_masks(refs: list[ImageRef], found: _Found) -> list[ImageRef]:
+    """One folder's refs (each real file once) less the mask files, which ``found`` counts."""
+    kept: list[ImageRef] = []
+    walked: set[str] = set()
+    for ref in refs:
+        key = os.path.realpath(ref.path)
+        if key in walked:
+            continue
+        walked.add(key)
+        if _in_mask_dir(ref.relpath):
+            found.excluded_masks += 1
+        else:
+            kept.append(ref)
+    return kept
+
+
+def _add_named_files(found: _Found, files: list[Path]) -> None:
+    """Refs for files named one by one, relative to the deepest folder holding all of them."""
+    if not files:
+        return
+    parents = [os.path.dirname(os.path.abspath(f)) for f in files]
+    try:
+        base: str | None = os.path.commonpath(parents)
+    except ValueError:  # different drives on Windows
+        base = None
+    for f in files:
+        rel = os.path.relpath(os.path.abspath(f), base) if base else f.name
+        rel = Path(rel).as_posix()
+        if _in_mask_dir(rel):
+            found.excluded_masks += 1
+            continue
+        found.refs.append(ImageRef(f, rel))
+
+
+def find_images(
+    inputs: Iterable[str | os.PathLike[str]], *, missing_ok: bool = False
+) -> tuple[list[ImageRef], list[Skipped]]:
+    """Expand files and folders into a sorted, de-duplicated list of image files.
+
+    Folders are walked recursively in sorted order; hidden files and folders
+    are skipped, symlinked folders are followed once (loops are cut) and files
+    without an image extension are ignored. Files named explicitly are kept
+    whatever their extension (decoding decides).
+
+    Args:
+        inputs: files and folders.
+        missing_ok: report a missing path as skipped instead of raising.
+
+    Returns:
+        The image references, and what was skipped: the explicitly named paths
+        that do not exist (only with ``missing_ok``) and folders under the
+        inputs that could not be read.
+
+    Raises:
+        ImageError: a path does not exist (without ``missing_ok``).
+    """
+    found = _discover(inputs, scoring=False, missing_ok=missing_ok)
+    return found.refs, found.skipped
 
 
 def collect_images(
@@ -125,51 +270,66 @@ def collect_images(
 ) -> tuple[list[ImageRef], list[str], int]:
     """Files and folders -> image refs, missing paths, and the number of mask files left out.
 
-    Folders are walked with :func:`~aetool.data.inputs.find_images` (same rules as
-    training); ``relpath`` is relative to the folder. Files named one by one
-    (for example a path list from stdin) get a ``relpath`` relative to the
-    deepest folder holding all of them, so the folder layout still gives
-    labels and heatmap paths. Files in a ``ground_truth`` folder below a
-    scored folder are masks, not images, and are left out.
+    Folders are walked with the rules of :func:`find_images`; ``relpath`` is
+    relative to the folder. Files named one by one (for example a path list
+    from stdin) get a ``relpath`` relative to the deepest folder holding all
+    of them, so the folder layout still gives labels and heatmap paths. Files
+    in a ``ground_truth`` folder below a scored folder are masks, not images,
+    and are left out. Refs passed in are kept as they are.
     """
-    refs: list[ImageRef] = []
-    files: list[Path] = []
-    missing: list[str] = []
-    seen: set[str] = set()
-    excluded = 0
-    for item in inputs:
-        if isinstance(item, ImageRef):
-            refs.append(item)
-            continue
-        p = Path(item)
-        if p.is_dir():
-            found, _ = find_images([p])
-            for ref in found:
-                if MASK_DIR_NAME in _rel_parts(ref.relpath)[:-1]:
-                    excluded += 1
-                    continue
-                key = os.path.realpath(ref.path)
-                if key not in seen:
-                    seen.add(key)
-                    refs.append(ref)
-        elif p.exists() or p.is_symlink():
-            key = os.path.realpath(p)
-            if key not in seen:
-                seen.add(key)
-                files.append(p)
-        else:
-            missing.append(str(p))
-    if files:
-        parents = [os.path.dirname(os.path.abspath(f)) for f in files]
-        try:
-            base = os.path.commonpath(parents)
-        except ValueError:  # different drives on Windows
-            base = None
-        for f in files:
-            rel = os.path.relpath(os.path.abspath(f), base) if base else f.name
-            rel = Path(rel).as_posix()
-            if MASK_DIR_NAME in _rel_parts(rel)[:-1]:
-                excluded += 1
-                continue
-            refs.append(ImageRef(f, rel))
-    return refs, missing, excluded
+    found = _discover(inputs, scoring=True, missing_ok=True)
+    return found.refs, [s.path for s in found.skipped], found.excluded_masks
+
+
+# ---------------------------------------------------------------------------
+# one shard of the inputs
+
+
+@dataclass
+class InputSelection:
+    """The images of a run: all found, the ones of this shard, and the skipped paths.
+
+    Attributes:
+        found: every image found under the inputs (labels are inferred from these).
+        refs: the images this run processes (``found`` without ``--shard``).
+        missing: named paths that do not exist and folders that could not be
+            read, those of this shard only.
+    """
+
+    found: list[ImageRef]
+    refs: list[ImageRef]
+    missing: list[Skipped]
+
+
+def select_inputs(
+    paths: Sequence[str],
+    *,
+    shard: tuple[int, int] | str | None = None,
+    strict: bool = False,
+    on_missing: Callable[[list[Skipped]], None] | None = None,
+) -> InputSelection:
+    """Find the images under ``paths`` and keep one shard of them.
+
+    Each missing path counts in one shard only (by its path as given), so the
+    shards of a batch job report it once.
+
+    Args:
+        paths: files and folders.
+        shard: ``"I/N"`` or ``(I, N)``; None keeps everything.
+        strict: raise on the first missing path instead of skipping it.
+        on_missing: called with the skipped paths before the check that
+            images were found (the CLI prints its warnings there).
+
+    Raises:
+        ImageError: with ``strict``, a path does not exist.
+        NoImagesError: no image file was found.
+    """
+    refs, skipped = find_images(paths, missing_ok=True)
+    missing = missing_in_shard(skipped, shard)
+    if missing and strict:
+        raise ImageError(f"{missing[0].path}: {missing[0].reason}")
+    if on_missing is not None:
+        on_missing(missing)
+    if not refs:
+        raise NoImagesError(f"no image files found in {', '.join(paths[:3])}")
+    return InputSelection(refs, list(select_shard(refs, shard)), missing)

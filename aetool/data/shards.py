@@ -9,15 +9,27 @@ their union is the whole input, whatever order the inputs arrive in.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from aetool.data.inputs import ImageRef
 from aetool.errors import ConfigError
 
-__all__ = ["in_shard", "parse_shard", "select_shard"]
+__all__ = ["in_shard", "missing_in_shard", "parse_shard", "path_key", "select_shard"]
 
-T = TypeVar("T", bound=ImageRef)
+
+class _Relative(Protocol):
+    @property
+    def relpath(self) -> str: ...
+
+
+class _Named(Protocol):
+    @property
+    def path(self) -> str | os.PathLike[str]: ...
+
+
+T = TypeVar("T", bound=_Relative)
+P = TypeVar("P", bound=_Named)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -40,7 +52,7 @@ def in_shard(key: str, index: int, count: int) -> bool:
     return int.from_bytes(digest, "big") % count == index - 1
 
 
-def missing_in_shard(paths: Iterable[T], shard: tuple[int, int] | str | None) -> list[T]:
+def missing_in_shard(paths: Iterable[P], shard: tuple[int, int] | str | None) -> list[P]:
     """The missing input paths (objects with ``.path``) that one shard reports: each
     belongs to one shard by its path as given, as ``aetool score`` assigns them."""
     if isinstance(shard, str):

@@ -28,8 +28,8 @@ Wiener rule would) compensates for a pilot that is smoother than the truth, as
 a network's output is. :func:`refine` then blends the result with the pilot,
 by :func:`refine_weight`: :data:`BLEND` up to sigma 25/255, nothing from 30/255
 on (there the rule recovers little, and clipped noise, as stored in files, misleads it).
-:func:`aetool.denoise.pipeline.denoise_array` passes the noise level it estimates from what the
-network took away (:func:`aetool.denoise.pipeline.refine_sigma`), which counts less texture as
+:func:`aetool.denoise.array.denoise_array` passes the noise level it estimates from what the
+network took away (:func:`aetool.denoise.noise_level.refine_sigma`), which counts less texture as
 noise than an estimate from the noisy plane alone.
 
 Every constant was chosen on pictures that are not the benchmark's test
@@ -43,7 +43,7 @@ Pictures with a side longer than ``TILE + 2 * MARGIN`` (576 px) run in tiles of
 (computed on the CPU, whatever device ran the network): a pixel's result depends
 only on pixels closer than that margin, and the tiles' grids line up with the
 whole picture's, so tiling changes the result only by float rounding while
-bounding the memory (about 0.5 GB at most, whatever the picture's size).
+bounding the memory, whatever the picture's size.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ KAISER_BETA = 2.0
 TILE = 510
 MARGIN = 33
 #: Reference patches filtered per batch: few enough that a batch's 3-D groups (4 MB for
-#: groups of 16) stay in the CPU's cache through the chain of transforms (8192 took 1.45x
-#: as long on this 2-core machine; 256-1024 were all within 3% of each other).
+#: groups of 16) stay in the CPU's cache through the chain of transforms (much larger
+#: batches ran slower; BENCHMARKS.md).
 _REFS_PER_BATCH = 512
 
 

@@ -1,4 +1,4 @@
-"""Fully convolutional denoising architectures (registered into aetool.models.registry).
+"""``denoiser``: the fully convolutional residual U-Net denoiser.
 
 ``denoiser`` is a small residual U-Net: a strided-convolution encoder, a
 transposed-convolution decoder with additive skip connections, and a last
@@ -113,7 +113,8 @@ class UNetDenoiser(AutoEncoder):
         )
         self.tail = nn.Conv2d(w[0], channels, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        if self.tail.bias is not None:  # always: a Conv2d has a bias unless told otherwise
+            nn.init.zeros_(self.tail.bias)
 
     # -- internals -----------------------------------------------------------------
 

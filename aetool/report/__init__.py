@@ -1,1 +1,2 @@
-"""The HTML report: collecting what it shows, rendering it, and the plots it embeds."""
+"""The HTML report: ``collect`` gathers what it shows into ``data.ReportData``,
+``html`` builds the page from the ``sections``, and ``plots`` draws the pictures."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.pipeline import score_images
 from aetool.anomaly.scores import error_maps
 from aetool.data.inputs import ImageRef
@@ -22,7 +23,7 @@ from aetool.devices import place, resolve_device
 from aetool.errors import ImageError
 from aetool.latents import encode_latents, folder_labels, prepare_for_model
 from aetool.models.file import LoadedModel, load_model
-from aetool.report.html import ExtremeItem, ReportData
+from aetool.report.data import ExtremeItem, ReportData
 from aetool.training.noise import parse_noise
 
 __all__ = ["build_report"]
@@ -89,10 +90,11 @@ def build_report(
         model = load_model(model)
     dev = resolve_device(device)
     inputs = list(inputs)
-    run = score_images(
-        inputs, model, score_kind=score_kind, threshold=threshold, labels=labels,
-        batch_size=batch_size, device=dev, progress=progress, warn=warn, masks=False,
+    options = ScoreOptions(
+        score_kind=score_kind, threshold=threshold, labels=labels, batch_size=batch_size,
+        device=dev, masks=False, progress=progress, warn=warn,
     )  # fmt: skip
+    run = score_images(inputs, model, options)
     paths: list[str] = []
     scores: list[float] = []
     row_labels: list[int | None] = []

@@ -23,12 +23,12 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from aetool.files import atomic_write_bytes
 
 __all__ = [
-    "atomic_write_bytes",
     "heatmap_overlay",
     "image_grid",
     "latent_map_png",
@@ -326,7 +326,9 @@ def loss_curve_png(
         if len(pos) == len(plotted) and max(pos) / min(pos) > 20:
             ax.set_yscale("log")
         ax.legend(frameon=False)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        locator = ax.xaxis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # the default AutoLocator is one
+            locator.set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel(loss_name)
     ax.set_title("Loss per epoch")
@@ -396,7 +398,7 @@ def score_histogram_png(
         for name, v, color in groups:
             ax.hist(
                 v,
-                bins=bins,
+                bins=bins.tolist(),
                 density=True,
                 alpha=0.55,
                 color=color,

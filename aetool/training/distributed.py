@@ -155,15 +155,15 @@ def setup(device: str = "auto") -> DistContext | None:
     if not dist.is_available():
         raise ConfigError("this PyTorch build has no torch.distributed support")
     rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
-    device, backend = _device_and_backend(device, local)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    dev, backend = _device_and_backend(device, local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     dist.init_process_group(
         backend,
         timeout=timedelta(seconds=TIMEOUT_S),
-        device_id=device if device.type == "cuda" else None,
+        device_id=dev if dev.type == "cuda" else None,
     )
-    return DistContext(rank, world, local, backend, device)
+    return DistContext(rank, world, local, backend, dev)
 
 
 def teardown() -> None:

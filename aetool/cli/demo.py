@@ -1,0 +1,32 @@
+"""``aetool demo``: the whole toolkit on scikit-learn's handwritten digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from aetool.cli.console import RichTrainProgress, make_err_console
+from aetool.cli.options import common_options
+from aetool.cli.tables import print_mapping
+
+
+@click.command("demo")
+@click.argument("directory", required=False, default="aetool-demo", type=click.Path(path_type=Path))
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override training epochs.")
+@common_options
+def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> None:
+    """Run the whole toolkit on scikit-learn's handwritten digits (no arguments needed).
+
+    Writes the digits as PNG files into DIRECTORY (default ./aetool-demo), trains,
+    exports, denoises, scores and writes an HTML report there; prints the report's path.
+    """
+    from aetool.demo import run_demo
+
+    console = make_err_console(quiet)
+    summary = run_demo(
+        directory, console=console, device=device, epochs=epochs, progress=RichTrainProgress
+    )
+    print_mapping(console, "aetool demo: what was produced", summary)
+    console.print(f"Open {directory / 'report.html'} in a browser to see it all.")
+    click.echo(str(directory / "report.html"))

@@ -1,0 +1,267 @@
+"""``aetool train``: train an autoencoder on folders of normal images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from aetool.cli.console import (
+    DecodeProgress,
+    RichTrainProgress,
+    make_err_console,
+    warn,
+    warn_skipped,
+)
+from aetool.cli.options import (
+    DEFAULT_MODEL,
+    batch_size_option,
+    common_options,
+    overwrite_option,
+    refuse_existing,
+    strict_option,
+)
+from aetool.cli.tables import print_train_summary
+from aetool.data.cache import ImageSet, load_images
+from aetool.models.registry import ModelConfig, list_models
+from aetool.training.callbacks import SampleGrids
+from aetool.training.config import TrainConfig
+from aetool.training.distributed import launched_by_torchrun, torchrun_command
+from aetool.training.distributed import teardown as dist_teardown
+from aetool.training.loop import train
+
+#: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
+MIN_THRESHOLD_VAL = 20
+
+
+@click.command("train")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model file to write.",
+)
+@overwrite_option("Replace an existing model file.")
+@click.option(
+    "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
+)
+@click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=None,
+    help="Epochs [default: auto, about 1000 optimizer steps, 30 to 300 epochs].",
+)
+@batch_size_option()
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--val-split",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Held-out share of the images for early stopping and threshold statistics.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(0),
+    default=None,
+    help="Stop after this many epochs without validation improvement "
+    "[default: auto, about 150 optimizer steps, 10 to 50 epochs; 0: never].",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="cosine: decay the learning rate towards 0 over the epochs.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
+@click.option(
+    "--noise", default=None, help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P."
+)
+@click.option("--sparsity", default=None, help="KL sparsity penalty BETA[:RHO] on the latent.")
+@click.option(
+    "--contractive", type=click.FloatRange(0), default=0.0, help="Contractive penalty weight."
+)
+@click.option(
+    "--image-size", default=None, help="N or HxW (default: the images' common size, else 64x64)."
+)
+@click.option(
+    "--channels", type=click.Choice(["1", "3"]), default=None, help="Force grayscale or RGB."
+)
+@click.option(
+    "--resize", type=click.Choice(["stretch", "crop"]), default="stretch", show_default=True
+)
+@click.option(
+    "--alpha-background",
+    type=click.Choice(["black", "white"]),
+    default="black",
+    show_default=True,
+    help="Background for transparent pixels.",
+)
+@click.option(
+    "--patch-size",
+    type=click.IntRange(8),
+    default=None,
+    help="Train on random square patches of native-size images (fully convolutional archs).",
+)
+@click.option("--patches-per-epoch", type=click.IntRange(1), default=None)
+@strict_option()
+@click.option("--resume", is_flag=True, help="Continue the interrupted run stored in --output.")
+@click.option(
+    "--samples",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a reconstruction grid per epoch into this folder.",
+)
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="Mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler.",
+)
+@click.option(
+    "--compile",
+    is_flag=True,
+    help="torch.compile the training step's model (slower first epoch; see BENCHMARKS.md).",
+)
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Data-parallel training: re-run this command under torchrun with --nproc processes "
+    "(implied when launched by torchrun).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes for --distributed (default: one per GPU); implies --distributed.",
+)
+@common_options
+def train_cmd(
+    inputs: tuple[Path, ...],
+    output: Path,
+    overwrite: bool,
+    arch: str,
+    latent_dim: int,
+    image_size: str | None,
+    channels: str | None,
+    resize: str,
+    alpha_background: str,
+    strict: bool,
+    resume: bool,
+    samples: Path | None,
+    quiet: bool,
+    distributed: bool,
+    nproc: int | None,
+    **train_args: Any,
+) -> None:
+    """Train an autoencoder on folders of normal images; print the model path.
+
+    Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m aetool train ...``
+    (or ``--distributed --nproc N`` on one machine) trains with
+    DistributedDataParallel; rank 0 reports, writes the model and prints its path.
+    """
+    if (distributed or nproc) and not launched_by_torchrun():
+        _relaunch_under_torchrun(click.get_current_context(), nproc, train_args["device"])
+        return
+    rank = int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+    if launched_by_torchrun():  # train() joins the process group; leave it on the way out
+        click.get_current_context().call_on_close(dist_teardown)
+    console = make_err_console(quiet or rank != 0)
+    if not resume:
+        refuse_existing(output, overwrite)
+    if resume and not output.exists():
+        raise click.UsageError(f"--resume: {output} does not exist")
+    cfg = TrainConfig(**train_args)
+    cfg.validate()
+    images = _load_with_progress(
+        console, inputs, channels=int(channels) if channels else None, size=image_size,
+        native_size=cfg.patch_size is not None and image_size is None, resize=resize,
+        alpha_background=alpha_background, strict=strict,
+    )  # fmt: skip
+    callbacks = [RichTrainProgress(console, cfg.epochs)] + (
+        [SampleGrids(samples)] if samples else []
+    )
+    result = train(
+        images, ModelConfig(arch=arch, latent_dim=latent_dim), cfg, callbacks,
+        resume_from=output if resume else None,
+        data_sources=[p.resolve() for p in inputs],
+    )  # fmt: skip
+    if rank != 0:
+        return  # rank 0 writes the model file and prints its path
+    path = result.save(output)
+    n_val = result.metadata["training"]["val_count"]
+    if n_val < MIN_THRESHOLD_VAL:
+        warn(console, f"only {n_val} validation image(s): `score --threshold auto` rests on "
+             "them; use a larger --val-split or more images for a steadier threshold")  # fmt: skip
+    print_train_summary(console, result, path)
+    click.echo(str(path))
+    if result.interrupted:
+        console.print(
+            f"Interrupted: saved a resumable model; continue with "
+            f"`aetool train {' '.join(map(str, inputs))} -o {output} --resume`"
+        )
+        sys.exit(130)
+
+
+def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:
+    with DecodeProgress(console) as bar:
+        images = load_images(inputs, progress=bar.update if bar.progress else None, **kwargs)
+    warn_skipped(console, images.skipped)
+    return images
+
+
+def _relaunch_under_torchrun(ctx: click.Context, nproc: int | None, device: str) -> None:
+    """Run this ``train`` command again under torchrun; pass on its stdout and exit status."""
+    import subprocess
+
+    import torch
+
+    if nproc is None:
+        if device == "cpu" or not torch.cuda.is_available():
+            raise click.UsageError("--distributed without a GPU needs --nproc N (processes)")
+        nproc = torch.cuda.device_count()
+    cmd = torchrun_command(nproc, ["train", *_command_args(ctx, skip={"distributed", "nproc"})])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    click.echo(proc.stdout, nl=False)
+    if proc.returncode:
+        sys.exit(proc.returncode)
+
+
+def _command_args(ctx: click.Context, skip: set[str]) -> list[str]:
+    """Rebuild a command line from the parameters given (not those left at their defaults)."""
+    from click.core import ParameterSource
+
+    opts: list[str] = []
+    args: list[str] = []
+    for p in ctx.command.params:
+        if p.name is None or p.name in skip:
+            continue
+        value = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            args += [str(v) for v in (value or () if p.nargs != 1 else [value])]
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if value is None or source in (None, ParameterSource.DEFAULT):
+            continue
+        if isinstance(p, click.Option):
+            opts += _option_args(p, value)
+    return [*opts, "--", *args]
+
+
+def _option_args(p: click.Option, value: Any) -> list[str]:
+    name = max(p.opts, key=len)
+    if p.is_flag:
+        off = max(p.secondary_opts, key=len) if p.secondary_opts else None
+        flag = name if value else off
+        return [flag] if flag else []
+    return [a for v in (value if p.multiple else [value]) for a in (name, str(v))]
