@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from rich.markup import escape
 
 from aetool.data.cache import load_images
 from aetool.errors import OutputError
@@ -81,12 +82,17 @@ def write_digits(directory: str | Path) -> dict[str, Path]:
     }
 
 
-def _prepare(directory: Path) -> None:
+def _prepare(directory: Path, overwrite: bool) -> None:
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory} is a file; name a new or empty folder for the demo")
     if directory.exists() and any(directory.iterdir()) and not (directory / _MARKER).exists():
         raise OutputError(
             f"{directory} exists and is not an aetool demo folder; name an empty or new folder"
+        )
+    if not overwrite and any(p.name != _MARKER for p in directory.glob("*")):
+        raise OutputError(
+            f"{directory} holds an earlier demo; pass --overwrite to replace its files, "
+            "or name a new folder"
         )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / _MARKER).write_text("written by `aetool demo`; safe to delete\n")
@@ -99,15 +105,22 @@ def run_demo(
     device: str = "auto",
     epochs: int | None = None,
     progress: Callable[[Any], TrainCallback] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the end-to-end demo in ``directory`` and return what was produced where.
 
     Args:
-        directory: a new folder, or one an earlier demo wrote (its files are replaced).
+        directory: a new folder, or (with ``overwrite``) one an earlier demo wrote,
+            whose files are then replaced.
         console: a rich console for progress and messages (None: silent).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         epochs: training epochs for both models (default 30 and auto).
         progress: makes a training callback from the console (the CLI's progress bars).
+        overwrite: replace the files of an earlier demo in ``directory``.
+
+    Raises:
+        OutputError: ``directory`` is a file, a folder not written by the demo, or
+            (without ``overwrite``) holds an earlier demo.
     """
     from aetool.anomaly.pipeline import score_images
     from aetool.denoise.pipeline import DenoiseSummary, denoise_images
@@ -118,11 +131,15 @@ def run_demo(
     from aetool.rows import RowWriter, write_latent_rows
 
     root = Path(directory)
-    _prepare(root)
+    _prepare(root, overwrite)
     say = console.print if console is not None else (lambda *a, **k: None)
     cbs = (lambda: [progress(console)]) if progress and console is not None else list
     folders = write_digits(root)
-    say(f"Wrote scikit-learn's 1,797 handwritten digits as PNG files under {folders['digits']}")
+    say(
+        escape(
+            f"Wrote scikit-learn's 1,797 handwritten digits as PNG files under {folders['digits']}"
+        )
+    )
     out: dict[str, Any] = {"digits (PNG)": folders["digits"]}
 
     # 1. A denoising conv autoencoder on all digits.

@@ -8,13 +8,13 @@ checked against the inputs of the run so that no command overwrites what it read
 
 from __future__ import annotations
 
+import errno
 import os
-import secrets
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from aetool.data.inputs import ImageRef
+from aetool.data.inputs import IMAGE_EXTENSIONS, ImageRef
 from aetool.errors import OutputError
 
 # The process umask, read once at import (os.umask can only be read by setting it).
@@ -22,44 +22,168 @@ UMASK = os.umask(0o022)
 
 
 class atomic_path:  # noqa: N801 - used like a function in a with-statement
-    """Context manager yielding a temp path in the target's folder, renamed over it on success."""
+    """Context manager yielding a temp path in the target's folder, placed at the target on success.
 
-    def __init__(self, target: str | os.PathLike[str]) -> None:
+    With ``overwrite=False`` the final placement is exclusive (a hard link, which
+    fails when the name exists): of two writers racing for one new name, one
+    succeeds and the other gets an :class:`OutputError`, and neither file is
+    silently replaced.  ``root`` is the folder the target must stay in (checked
+    after symlinks are resolved).  A failed write (full or read-only disk)
+    becomes an :class:`OutputError` naming the file and the reason.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        overwrite: bool = True,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.target = Path(target)
+        self.overwrite = overwrite
+        self.root = root
 
     def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
-        )
+        check_output(self.target, overwrite=self.overwrite, root=self.root)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{_short(self.target.name)}.", suffix=".tmp", dir=self.target.parent
+            )
+        except OSError as exc:
+            raise write_error(self.target, exc) from None
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not isinstance(exc, BlockingIOError):
+                raise write_error(self.target, exc) from None
+            return
+        try:
             # mkstemp creates 0600 files; give the result the usual permissions.
             os.chmod(self.tmp, 0o666 & ~UMASK)
-            os.replace(self.tmp, self.target)
-        else:
+            place_file(self.tmp, self.target, overwrite=self.overwrite)
+        finally:
             self.tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` via a temporary sibling file and ``os.replace``.
+def atomic_write_bytes(
+    dest: Path,
+    data: bytes,
+    *,
+    overwrite: bool = True,
+    root: str | os.PathLike[str] | None = None,
+) -> None:
+    """Write ``data`` to ``dest`` through a temporary sibling file (see :class:`atomic_path`).
 
-    The temporary file is created with mode 0666 minus the umask (unlike
-    ``tempfile.mkstemp``'s 0600), so the result has ordinary permissions.
+    The result has mode 0666 minus the umask (unlike ``tempfile.mkstemp``'s 0600).
     """
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with atomic_path(dest, overwrite=overwrite, root=root) as tmp:
+        tmp.write_bytes(data)
+
+
+def place_file(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Put the finished ``tmp`` at ``target``: replace it, or (no ``overwrite``) only if absent.
+
+    Raises:
+        OutputError: ``target`` exists (without ``overwrite``) or cannot be written.
+    """
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if overwrite:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)  # atomic, and fails if the name exists: no check-then-rename race
+        except FileExistsError:
+            raise exists_error(target) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            # No hard links here (some network and FAT file systems): reserve the name
+            # exclusively, then move the finished file over the reservation.
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~UMASK))
+            except FileExistsError:
+                raise exists_error(target) from None
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+
+
+def exists_error(target: str | os.PathLike[str]) -> OutputError:
+    return OutputError(
+        f"{display(target)} exists (or was just written by another process); "
+        "pass --overwrite to replace it, or write elsewhere"
+    )
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """One line for a failed write: the file and the system's reason (disk full, read-only...)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {display(target)}: {reason}")
+
+
+def display(path: str | os.PathLike[str]) -> str:
+    """A path as printable text: undecodable bytes escaped, control characters shown as escapes."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        text = text.encode("unicode_escape").decode("ascii")
+    return text
+
+
+def _short(name: str) -> str:
+    # Keep the temporary name under NAME_MAX whatever the final name's length.
+    return name[:100]
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    reads: Iterable[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
+    root: str | os.PathLike[str] | None = None,
+) -> None:
+    """The one output rule: never an input, never a file being read, never an existing
+    file without ``overwrite``, never a folder, never through a symlink out of ``root``.
+
+    Args:
+        path: the output file.
+        inputs: input files and folders of the command: the output may not be one of
+            them, nor an existing image inside an input folder.
+        reads: other files the command reads (the model): never overwritten.
+        overwrite: whether an existing (non-input) file may be replaced.
+        root: the folder the output must stay in once symlinks are resolved.
+
+    Raises:
+        OutputError: the output breaks the rule.
+    """
+    out = Path(path)
+    real = real_path(out)
+    for item in reads:
+        if real == real_path(item):
+            raise OutputError(f"{display(out)} is a file this command reads; write elsewhere")
+    exists = os.path.lexists(out)
+    for item in inputs:
+        p = real_path(item)
+        in_folder = exists and p in real.parents and real.suffix.lower() in IMAGE_EXTENSIONS
+        if real == p or in_folder:
+            raise OutputError(f"{display(out)} is one of the inputs; write elsewhere")
+    if out.is_dir():
+        raise OutputError(f"{display(out)} is a folder; give a file name")
+    if exists and not overwrite:
+        raise exists_error(out)
+    if root is not None and not is_inside(out.parent, root):
+        raise OutputError(
+            f"{display(out)} leads out of {display(root)} through a symbolic link; refusing to "
+            "write there"
+        )
 
 
 def is_inside(child: str | os.PathLike[str], parent: str | os.PathLike[str]) -> bool:

@@ -7,7 +7,6 @@ with the rows' paths in a sibling ``.paths.csv``.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -35,6 +34,24 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+def csv_cell(value: Any) -> str:
+    """One CSV cell: quoted (quotes doubled) when it holds a comma, a quote or any control
+    character (a carriage return too, which ``csv.writer`` leaves bare with a ``\\n`` line end).
+
+    Text that a spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``) is left as
+    it is: the rows are data for programs, and a path must read back exactly (README).
+    """
+    text = str(value)
+    if any(c in ',"' or ord(c) < 32 or ord(c) == 127 for c in text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_line(cells: Iterable[Any]) -> str:
+    """A CSV line ending in ``\\n``, each cell as :func:`csv_cell` writes it."""
+    return ",".join(csv_cell(c) for c in cells) + "\n"
+
+
 class RowWriter:
     """Streams rows to a text stream as CSV (header first), JSON lines, or a table at the end.
 
@@ -49,17 +66,15 @@ class RowWriter:
         self.fmt = fmt
         self.stream = stream or sys.stdout
         self.columns: list[str] | None = None
-        self._csv: Any = None
         self._rows: list[Mapping[str, Any]] = []
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self.columns is None:
             self.columns = list(row.keys())
             if self.fmt == "csv":
-                self._csv = csv.writer(self.stream, lineterminator="\n")
-                self._csv.writerow(self.columns)
+                self.stream.write(csv_line(self.columns))
         if self.fmt == "csv":
-            self._csv.writerow([_fmt(row.get(c)) for c in self.columns])
+            self.stream.write(csv_line(_fmt(row.get(c)) for c in self.columns))
             self.stream.flush()
         elif self.fmt == "jsonl":
             self.stream.write(json.dumps(dict(row), allow_nan=False, default=str) + "\n")
@@ -128,11 +143,16 @@ def npy_index_path(output: str | os.PathLike[str]) -> Path:
 
 
 def write_latent_npy(
-    rows: Iterable[LatentRow], output: str | os.PathLike[str], *, with_label: bool = False
+    rows: Iterable[LatentRow],
+    output: str | os.PathLike[str],
+    *,
+    with_label: bool = False,
+    overwrite: bool = True,
 ) -> tuple[int, Path]:
     """Write codes as an ``(N, k)`` float32 NPY file and their paths to :func:`npy_index_path`.
 
-    Both files are written atomically. Returns the code length (0 with no
+    Both files are written atomically; without ``overwrite`` an existing one is an
+    :class:`~aetool.errors.OutputError`. Returns the code length (0 with no
     rows) and the index file's path.
     """
     codes: list[np.ndarray] = []
@@ -143,10 +163,13 @@ def write_latent_npy(
         codes.append(z)
         index.append({"path": path, "label": label} if with_label else {"path": path})
     arr = np.stack(codes).astype(np.float32) if codes else np.zeros((0, k), np.float32)
-    with atomic_path(output) as tmp, open(tmp, "wb") as f:
+    with atomic_path(output, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
     index_path = npy_index_path(output)
-    with atomic_path(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with (
+        atomic_path(index_path, overwrite=overwrite) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f,
+    ):
         w = RowWriter("csv", f)
         w.write_all(index)
         if not index:

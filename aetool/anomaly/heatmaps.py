@@ -11,7 +11,6 @@ Output names mirror the input's relative path (:func:`heatmap_names`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -23,8 +22,7 @@ from PIL import Image
 from aetool.anomaly.labels import scored_root
 from aetool.data.decode import decode_image
 from aetool.data.inputs import ImageRef
-from aetool.errors import OutputError
-from aetool.files import atomic_path
+from aetool.files import atomic_path, check_output
 from aetool.models.file import LoadedModel
 
 __all__ = [
@@ -128,6 +126,8 @@ def write_heatmap(
     resize: str,
     size: tuple[int, int] | None,
     vmax: float | None,
+    overwrite: bool = True,
+    root: Path | None = None,
 ) -> None:
     """Write the overlay of a model-grid error map on its original image to ``target``.
 
@@ -136,11 +136,11 @@ def write_heatmap(
     ``size`` say how the map's grid was cut from it.
 
     Raises:
-        OutputError: ``target`` is the input image itself.
+        OutputError: ``target`` is the input image itself, exists (without
+            ``overwrite``) or leads out of ``root`` through a symbolic link.
     """
-    if target.exists() and os.path.samefile(target, ref.path):
-        raise OutputError(f"refusing to overwrite the input {ref.path} with its heatmap")
+    check_output(target, inputs=[ref.path], overwrite=overwrite, root=root)
     image = decode_image(ref.path, channels=channels, alpha_background=alpha_background)
     full = map_to_original(emap, image.shape[1:], resize, size)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, overwrite=overwrite, root=root) as tmp:
         overlay(image, full, vmax).save(tmp, format="PNG")

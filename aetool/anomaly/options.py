@@ -41,6 +41,8 @@ class ScoreOptions:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         shard: ``"I/N"`` or ``(I, N)``: score only that shard of the inputs
             (by relative path; labels are inferred from the whole set first).
+        overwrite: replace existing heatmaps (the CLI passes ``--overwrite``);
+            without it an existing heatmap is an :class:`~aetool.errors.OutputError`.
         heatmap_dir: write an error-map overlay PNG per image here, at the
             image's size, mirroring relative paths (``.png`` appended to
             non-PNG names; with several scored roots, under each root's name).
@@ -61,6 +63,7 @@ class ScoreOptions:
     device: str | torch.device = "auto"
     shard: str | tuple[int, int] | None = None
     heatmap_dir: str | os.PathLike[str] | None = None
+    overwrite: bool = True
     masks: bool = True
     masks_dir: str | os.PathLike[str] | None = None
     strict: bool = False

@@ -62,7 +62,7 @@ from aetool.data.inputs import ImageRef, collect_images
 from aetool.data.shards import in_shard, parse_shard, path_key
 from aetool.devices import place, resolve_device
 from aetool.errors import ImageError, NoImagesError
-from aetool.files import check_heatmap_dir
+from aetool.files import check_heatmap_dir, exists_error
 from aetool.models.file import LoadedModel, load_model
 
 __all__ = ["ScoreOptions", "ScoreRun", "ScoreSummary", "score_images"]
@@ -259,6 +259,8 @@ class ScoreRun:
             labels = [v for v, k in zip(labels, keep, strict=True) if k]
             missing = [m for m in missing if in_shard(path_key(m), *shard)]
         self.refs, self.missing, self.labels = refs, missing, labels
+        if self.heatmap_dir is not None and not opts.overwrite:
+            _refuse_existing_heatmaps(self.heatmap_dir, refs)
         self.summary = ScoreSummary(self.threshold, opts.score_kind, spec_text)
         self.summary.info = {
             "model": str(self.model.path),
@@ -378,6 +380,8 @@ class ScoreRun:
             resize=pre.resize,
             size=pre.size,
             vmax=vmax,
+            overwrite=self.options.overwrite,
+            root=self.heatmap_dir,
         )
 
     def _add_pixels(
@@ -452,3 +456,11 @@ def score_images(
     if overrides:
         opts = dataclasses.replace(opts, **overrides)
     return ScoreRun(inputs, model, opts)
+
+
+def _refuse_existing_heatmaps(directory: Path, refs: list[ImageRef]) -> None:
+    """Before any scoring: an existing heatmap is replaced only with ``overwrite``."""
+    names = heatmap_names(refs)
+    for ref in refs:
+        if os.path.lexists(directory / names(ref)):
+            raise exists_error(directory / names(ref))

@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from aetool.data.inputs import Skipped
 from aetool.training.callbacks import EpochRecord, TrainCallback
@@ -48,8 +49,16 @@ def make_err_console(quiet: bool = False) -> Console:
 
 
 def warn(console: Console, message: str) -> None:
-    """One warning line."""
-    console.print(f"[yellow]warning:[/] {message}")
+    """One warning line; the message is plain text (a path in it is never read as markup)."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", plain(message)))
+
+
+def plain(value: Any) -> Text:
+    """A value (often a path) as text rich prints as is: no markup, control characters
+    and bytes that are not UTF-8 shown as escapes."""
+    from aetool.files import display
+
+    return Text(display(str(value)))
 
 
 def warn_skipped(console: Console, skipped: Sequence[Skipped]) -> None:

@@ -147,8 +147,13 @@ def denoise_cmd(
     )  # fmt: skip
     results = denoise_images(sel.refs, out_dir, model, options)
     t0 = time.perf_counter()
-    with ItemProgress(console, len(sel.refs), "denoising") as bar:
-        summary, warned = _write_rows(console, results, RowWriter(fmt, sys.stdout), reference, bar)
+    try:
+        with ItemProgress(console, len(sel.refs), "denoising") as bar:
+            summary, warned = _write_rows(
+                console, results, RowWriter(fmt, sys.stdout), reference, bar
+            )
+    finally:  # stop the worker threads now, even when stdout fails (a full disk)
+        results.close()
     seconds = time.perf_counter() - t0
     problems = summary.exists + summary.errors + summary.missing_reference
     if warned < problems:

@@ -15,6 +15,7 @@ from aetool.cli.console import (
     ItemProgress,
     exit_partial,
     make_err_console,
+    plain,
     warn,
     warn_skipped,
 )
@@ -31,7 +32,7 @@ from aetool.cli.options import (
     strict_option,
 )
 from aetool.data.inputs import ImageRef, InputSelection, select_inputs
-from aetool.files import atomic_path, refuse_inputs_as_outputs
+from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
 from aetool.models.file import LoadedModel
 from aetool.rows import LatentRow, npy_index_path, write_latent_npy, write_latent_rows
 
@@ -89,8 +90,11 @@ def export_cmd(
     )
     for path in outputs:
         refuse_existing(path, overwrite)
+    model_path = model or default_model()
+    for path in outputs:
+        check_output(path, reads=[model_path], overwrite=overwrite)
     console = make_err_console(quiet)
-    loaded = load_model(model or default_model(), device=resolve_device(device))
+    loaded = load_model(model_path, device=resolve_device(device))
     require_vector_latent(loaded, "export")
     paths = input_paths(inputs, "export")
     sel = select_inputs(
@@ -107,9 +111,14 @@ def export_cmd(
             k = write_latent_rows(rows, fmt, sys.stdout, with_label=has_labels,
                                   latent_dim=_latent_dim(loaded))  # fmt: skip
         elif fmt == "npy":
-            k, index_path = write_latent_npy(rows, output, with_label=has_labels)
+            k, index_path = write_latent_npy(
+                rows, output, with_label=has_labels, overwrite=overwrite
+            )
         else:
-            with atomic_path(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            with (
+                atomic_path(output, overwrite=overwrite) as tmp,
+                open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f,
+            ):
                 k = write_latent_rows(rows, fmt, f, with_label=has_labels,
                                       latent_dim=_latent_dim(loaded))  # fmt: skip
     for path in outputs:
@@ -161,9 +170,11 @@ def _report(
     where = f" to {output}" if output else ""
     skipped = len(failed) + len(sel.missing)
     console.print(
-        f"Exported {n} latent code(s) of dimension {k}{where}"
-        + (f"; {skipped} unreadable or missing skipped" if skipped else "")
-        + (f" (shard {shard[0]}/{shard[1]} of {len(sel.found)} images)" if shard else "")
+        plain(
+            f"Exported {n} latent code(s) of dimension {k}{where}"
+            + (f"; {skipped} unreadable or missing skipped" if skipped else "")
+            + (f" (shard {shard[0]}/{shard[1]} of {len(sel.found)} images)" if shard else "")
+        )
     )
     if n == 0 and sel.refs:
         raise click.ClickException("no image could be encoded")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console
+from aetool.cli.console import make_err_console, plain
 from aetool.cli.options import (
     common_options,
     default_model,
@@ -49,17 +49,19 @@ def interpolate_cmd(
     PNG's path.
     """
     from aetool.devices import resolve_device
-    from aetool.files import atomic_path, refuse_inputs_as_outputs
+    from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
     from aetool.latents import interpolate, strip_image
     from aetool.models.file import load_model
 
     refuse_existing(output, overwrite)
     refuse_inputs_as_outputs([output], [a, b])
+    model_path = model or default_model()
+    check_output(output, inputs=[a, b], reads=[model_path], overwrite=overwrite)
     console = make_err_console(quiet)
-    loaded = load_model(model or default_model(), device=resolve_device(device))
+    loaded = load_model(model_path, device=resolve_device(device))
     frames = interpolate(loaded, a, b, steps)
     img = strip_image(frames, min_height=min_height)
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=overwrite) as tmp:
         img.save(tmp, format="PNG")
-    console.print(f"Wrote {steps} frames ({img.width}x{img.height} px) from {a} to {b}")
+    console.print(plain(f"Wrote {steps} frames ({img.width}x{img.height} px) from {a} to {b}"))
     click.echo(str(output))

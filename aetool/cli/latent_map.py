@@ -51,13 +51,15 @@ def latent_map_cmd(
 
     from aetool.data.inputs import Skipped, select_inputs
     from aetool.devices import resolve_device
-    from aetool.files import atomic_path, refuse_inputs_as_outputs
+    from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
     from aetool.latents import encode_latents, folder_labels, latent_map, require_vector_latent
     from aetool.models.file import load_model
 
     refuse_existing(output, overwrite)
+    model_path = model or default_model()
+    check_output(output, reads=[model_path], overwrite=overwrite)
     console = make_err_console(quiet)
-    loaded = load_model(model or default_model(), device=resolve_device(device))
+    loaded = load_model(model_path, device=resolve_device(device))
     require_vector_latent(loaded, "latent-map")
     paths = input_paths(inputs, "latent-map")
     sel = select_inputs(paths, strict=strict, on_missing=lambda m: warn_skipped(console, m))
@@ -79,7 +81,7 @@ def latent_map_cmd(
     if not codes:
         raise click.ClickException("no image could be encoded")
     png = latent_map(np.stack(codes), labels, title or f"Latent space of {loaded.path.name}")
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=overwrite) as tmp:
         tmp.write_bytes(png)
     console.print(f"Mapped {len(codes)} latent code(s) of dimension {len(codes[0])}")
     click.echo(str(output))

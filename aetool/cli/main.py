@@ -38,9 +38,21 @@ class AetoolGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
+        except OSError as exc:  # a full disk or stdout on /dev/full: one line, no traceback
+            raise click.ClickException(os_error_line(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and why."""
+    from aetool.files import display
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        return f"{display(exc.filename)}: {reason}"
+    return f"cannot write the output: {reason}"
 
 
 def _quiet_broken_pipe() -> None:
@@ -75,4 +87,46 @@ def main() -> None:
     """Console-script entry point."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    cli(prog_name="aetool")
+    _check_std_streams()
+    code: Any = 0
+    try:
+        cli(prog_name="aetool")
+    except SystemExit as exc:
+        code = exc.code
+    _flush_stdout(code)
+    sys.exit(code)
+
+
+def _check_std_streams() -> None:
+    """A closed stdin reads as empty; a closed stdout (where the data goes) is a usage error."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115
+    else:  # paths piped in may be any bytes (names that are not UTF-8, or junk)
+        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    if sys.stdout is None:
+        click.echo(
+            "Error: standard output is closed; aetool writes its data there: "
+            "redirect it to a file or /dev/null",
+            err=True,
+        )
+        sys.exit(2)
+    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+
+
+def _flush_stdout(code: Any) -> None:
+    """Flush stdout now, so a full disk is one line and an exit status, not an ignored error.
+
+    When the command already failed, its own message stands and the flush stays quiet.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as exc:
+        # Point stdout at devnull so the interpreter's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if code in (0, None):
+            click.echo(f"Error: cannot write to standard output: {exc.strerror or exc}", err=True)
+            sys.exit(1)

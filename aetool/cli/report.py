@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console, warn
+from aetool.cli.console import make_err_console, plain, warn
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -71,6 +71,7 @@ def report_cmd(
     the report's path.
     """
     from aetool.anomaly.labels import read_labels_csv
+    from aetool.files import check_output
     from aetool.models.file import load_model
     from aetool.report.collect import build_report
     from aetool.report.html import write_report
@@ -78,18 +79,25 @@ def report_cmd(
     console = make_err_console(quiet)
     refuse_existing(output, overwrite)
     paths = input_paths(inputs, "report")
-    loaded = load_model(model or default_model())
+    model_path = model or default_model()
+    check_output(
+        output, inputs=paths, reads=[model_path, *([labels_path] if labels_path else [])],
+        overwrite=overwrite,
+    )  # fmt: skip
+    loaded = load_model(model_path)
     data = build_report(
         paths, loaded, score_kind=score_kind, threshold=threshold,
         labels=read_labels_csv(labels_path) if labels_path else None, top_n=top_n,
         batch_size=batch_size, device=device,
         warn=lambda p, r: warn(console, f"skipped {p}: {r}"),
     )  # fmt: skip
-    written = write_report(data, output, png_dir=png_dir)
+    written = write_report(data, output, png_dir=png_dir, overwrite=overwrite)
     n_flagged = int((data.scores > data.threshold).sum()) if data.scores is not None else 0
     console.print(
-        f"Report on {len(data.paths)} images ({n_flagged} flagged at {data.threshold:.5g}, "
-        f"{data.threshold_rule}) written to {written[0]}"
-        + (f"; {len(written) - 1} PNG plots in {png_dir}" if png_dir else "")
+        plain(
+            f"Report on {len(data.paths)} images ({n_flagged} flagged at {data.threshold:.5g}, "
+            f"{data.threshold_rule}) written to {written[0]}"
+            + (f"; {len(written) - 1} PNG plots in {png_dir}" if png_dir else "")
+        )
     )
     click.echo(str(written[0]))

@@ -17,6 +17,7 @@ from aetool.cli.options import (
     input_paths,
     labels_option,
     model_option,
+    overwrite_option,
     score_kind_option,
     shard_option,
     strict_option,
@@ -53,6 +54,7 @@ from aetool.cli.tables import print_score_summary
     default=None,
     help="Write an error-map overlay PNG per image here, mirroring the input paths.",
 )
+@overwrite_option("Replace an existing --report file and existing heatmaps.")
 @labels_option
 @click.option(
     "--masks",
@@ -74,6 +76,7 @@ def score_cmd(
     report_path: Path | None,
     fail_on_anomaly: bool,
     heatmaps: Path | None,
+    overwrite: bool,
     labels_path: Path | None,
     masks_dir: Path | None,
     shard: tuple[int, int] | None,
@@ -100,14 +103,18 @@ def score_cmd(
     from aetool.anomaly.options import ScoreOptions
     from aetool.anomaly.pipeline import score_images
     from aetool.devices import resolve_device
-    from aetool.files import atomic_path
+    from aetool.files import atomic_path, check_output
     from aetool.models.file import load_model
     from aetool.rows import RowWriter
 
     console = make_err_console(quiet)
     paths = input_paths(inputs)
+    model_path = model or default_model()
+    if report_path is not None:
+        reads = [model_path, *([labels_path] if labels_path else [])]
+        check_output(report_path, inputs=paths, reads=reads, overwrite=overwrite)
     dev = resolve_device(device)
-    loaded = load_model(model or default_model(), device=dev)
+    loaded = load_model(model_path, device=dev)
     labels = read_labels_csv(labels_path) if labels_path is not None else None
     warned = [0]
 
@@ -121,7 +128,7 @@ def score_cmd(
     bar = ItemProgress(console, None, "scoring")
     options = ScoreOptions(
         score_kind=score_kind, threshold=threshold, labels=labels, batch_size=batch_size,
-        device=dev, shard=shard, heatmap_dir=heatmaps, masks_dir=masks_dir, strict=strict,
+        device=dev, shard=shard, heatmap_dir=heatmaps, overwrite=overwrite, masks_dir=masks_dir, strict=strict,
         progress=bar.update, warn=warn_unreadable,
     )  # fmt: skip
     run = score_images(paths, loaded, options)
@@ -135,7 +142,7 @@ def score_cmd(
     writer.close()
     report = run.summary.report()
     if report_path is not None:
-        with atomic_path(report_path) as tmp:
+        with atomic_path(report_path, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     print_score_summary(console, report)
     if report["counts"]["scored"] == 0:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from aetool.cli.console import fmt_number
+from aetool.cli.console import fmt_number, plain
 from aetool.denoise.pipeline import DenoiseSummary
 from aetool.training.record import TrainResult, sample_grid_path
 
@@ -30,7 +30,7 @@ def print_mapping(console: Console, title: str, items: Mapping[str, Any]) -> Non
     """A key/value table of ``items``."""
     table = key_value_table(title)
     for key, value in items.items():
-        table.add_row(key, str(value))
+        table.add_row(key, plain(value))
     console.print(table)
 
 
@@ -40,9 +40,9 @@ def print_train_summary(console: Console, result: TrainResult, path: Path) -> No
     table = key_value_table("Training summary", fold=False)
     best = t["best_epoch"]
     hist = t["history"]
-    table.add_row("model", str(path))
+    table.add_row("model", plain(path))
     if sample_grid_path(path).exists():
-        table.add_row("reconstructions", str(sample_grid_path(path)))
+        table.add_row("reconstructions", plain(sample_grid_path(path)))
     table.add_row(
         "architecture", f"{result.metadata.get('arch', '')} {t['model_config']['arch']}".strip()
     )
@@ -115,7 +115,7 @@ def print_score_summary(console: Console, report: dict[str, Any]) -> None:
     c = report["counts"]
     t = report["threshold"]
     table = key_value_table("Scoring summary")
-    table.add_row("model", str(report.get("model")))
+    table.add_row("model", plain(report.get("model")))
     score_note = " (clean inputs, denoising model)" if report.get("denoising_model") else ""
     table.add_row("score", f"{report['score_kind']}{score_note}")
     table.add_row("images", _score_images_line(report))
@@ -146,7 +146,7 @@ def print_denoise_summary(
 ) -> None:
     table = key_value_table("Denoising summary", fold=False)
     table.add_row("images", images)
-    table.add_row("written", f"{summary.written} to {out_dir}")
+    table.add_row("written", plain(f"{summary.written} to {out_dir}"))
     if summary.exists:
         table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
     if failed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aetool.cli.console import (
     DecodeProgress,
     RichTrainProgress,
     make_err_console,
+    plain,
     warn,
     warn_skipped,
 )
@@ -27,12 +29,16 @@ from aetool.cli.options import (
 )
 from aetool.cli.tables import print_train_summary
 from aetool.data.cache import ImageSet, load_images
+from aetool.errors import OutputError
+from aetool.files import check_output, display
+from aetool.models.file import save_model
 from aetool.models.registry import ModelConfig, list_models
 from aetool.training.callbacks import SampleGrids
 from aetool.training.config import TrainConfig
 from aetool.training.distributed import launched_by_torchrun, torchrun_command
 from aetool.training.distributed import teardown as dist_teardown
 from aetool.training.loop import train
+from aetool.training.record import TrainResult
 
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
 MIN_THRESHOLD_VAL = 20
@@ -180,7 +186,8 @@ def train_cmd(
     if not resume:
         refuse_existing(output, overwrite)
     if resume and not output.exists():
-        raise click.UsageError(f"--resume: {output} does not exist")
+        raise click.UsageError(f"--resume: {display(output)} does not exist")
+    check_output(output, inputs=inputs, overwrite=True)
     cfg = TrainConfig(**train_args)
     cfg.validate()
     images = _load_with_progress(
@@ -198,7 +205,7 @@ def train_cmd(
     )  # fmt: skip
     if rank != 0:
         return  # rank 0 writes the model file and prints its path
-    path = result.save(output)
+    path = save_or_rescue(result, output, overwrite=overwrite or resume)
     n_val = result.metadata["training"]["val_count"]
     if n_val < MIN_THRESHOLD_VAL:
         warn(console, f"only {n_val} validation image(s): `score --threshold auto` rests on "
@@ -207,10 +214,37 @@ def train_cmd(
     click.echo(str(path))
     if result.interrupted:
         console.print(
-            f"Interrupted: saved a resumable model; continue with "
-            f"`aetool train {' '.join(map(str, inputs))} -o {output} --resume`"
+            plain(
+                f"Interrupted: saved a resumable model; continue with "
+                f"`aetool train {' '.join(map(str, inputs))} -o {output} --resume`"
+            )
         )
         sys.exit(130)
+
+
+def save_or_rescue(result: TrainResult, output: Path, *, overwrite: bool) -> Path:
+    """Save the trained model to ``output``; when that fails, keep it elsewhere and say where.
+
+    A finished training is never thrown away because the last write failed (full or
+    read-only disk, another run took the name): the model goes to the first folder
+    that takes it (beside ``output``, the temporary folder, the current folder) and the
+    error names that file.
+    """
+    try:
+        return result.save(output, overwrite=overwrite)
+    except OutputError as exc:
+        stem = output.name.removesuffix(".safetensors")[:100] or "model"
+        name = f"{stem}.rescued-{os.getpid()}.safetensors"
+        for folder in (output.parent, Path(tempfile.gettempdir()), Path.cwd()):
+            try:
+                rescued = save_model(
+                    folder / name, result.model, result.metadata,
+                    extra=result.resume_state or None, overwrite=False,
+                )  # fmt: skip
+            except OutputError:
+                continue
+            raise OutputError(f"{exc}; the trained model was saved to {display(rescued)}") from None
+        raise OutputError(f"{exc}; no folder could take the trained model either") from None
 
 
 def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:

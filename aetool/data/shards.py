@@ -48,7 +48,7 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 
 def in_shard(key: str, index: int, count: int) -> bool:
     """Whether ``key`` (a relative path) falls in shard ``index`` (1-based) of ``count``."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count == index - 1
 
 

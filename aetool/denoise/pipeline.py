@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -253,7 +253,7 @@ def denoise_images(
     model: AutoEncoder | LoadedModel | str | os.PathLike[str] | None = None,
     options: DenoiseOptions | None = None,
     **overrides: Any,
-) -> Iterator[DenoiseResult]:
+) -> Generator[DenoiseResult, None, None]:
     """Denoise images and write each to ``out_dir`` at its relative path, same format and mode.
 
     Inputs and the output folder are checked before this returns; the images
@@ -334,7 +334,7 @@ class _Pipeline:
 
     # -- the consumer's side ---------------------------------------------------------
 
-    def results(self) -> Iterator[DenoiseResult]:
+    def results(self) -> Generator[DenoiseResult, None, None]:
         with ThreadPoolExecutor(self.workers) as pool:
             worker = threading.Thread(
                 target=self._compute, args=(pool,), name="aetool-denoise", daemon=True

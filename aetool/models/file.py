@@ -65,6 +65,8 @@ def save_model(
     model: AutoEncoder,
     metadata: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
+    *,
+    overwrite: bool = True,
 ) -> Path:
     """Write the model atomically (temp file + rename) and return its path.
 
@@ -73,6 +75,8 @@ def save_model(
         model: the module; its ``arch_args()`` are recorded.
         metadata: the rest of the metadata (preprocessing, training, validation).
         extra: more tensors to store under their own names (resume state).
+        overwrite: replace an existing file; without it the file is created
+            exclusively and an existing one is an :class:`~aetool.errors.OutputError`.
     """
     meta = dict(metadata)
     meta["format"] = FORMAT
@@ -84,7 +88,7 @@ def save_model(
         tensors[k] = v.detach().cpu().contiguous()
     header = {_META_KEY: json.dumps(meta, separators=(",", ":"), allow_nan=False)}
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return target
 

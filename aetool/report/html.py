@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from aetool.errors import OutputError
-from aetool.files import atomic_write_bytes
+from aetool.files import atomic_write_bytes, check_output
 from aetool.report import plots
 from aetool.report.data import ReportData, lookup
 from aetool.report.sections import (
@@ -197,6 +197,8 @@ def write_report(
     data: ReportData,
     path: str | Path,
     png_dir: str | Path | None = None,
+    *,
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write the HTML report atomically, and optionally each plot as a PNG file.
 
@@ -205,6 +207,8 @@ def write_report(
         path: Destination ``.html`` file; replaced atomically if it exists.
         png_dir: Folder for the plots as PNG files (created if missing); the
             names are the keys of :func:`render_figures`.
+        overwrite: replace existing files; without it an existing report or
+            plot is an :class:`OutputError` (checked before anything is written).
 
     Returns:
         The files written: the HTML file first, then the PNG files.
@@ -218,11 +222,14 @@ def write_report(
     if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
         raise OutputError(f"--png-dir {png_dir} exists and is not a folder.")
     page, figs = _build(data)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(dest, page.encode("utf-8"))
+    check_output(dest, overwrite=overwrite)
+    if png_dir is not None:
+        for name in figs:
+            check_output(Path(png_dir) / name, overwrite=overwrite, root=png_dir)
+    atomic_write_bytes(dest, page.encode("utf-8", "backslashreplace"), overwrite=overwrite)
     written = [dest]
     if png_dir is not None:
         out = Path(png_dir)
         for name, png in figs.items():
-            written.append(plots.save_png(png, out / name))
+            written.append(plots.save_png(png, out / name, overwrite=overwrite, root=out))
     return written

@@ -569,7 +569,13 @@ def _natural_key(name: str) -> tuple[int, float | str]:
         return (1, name)
 
 
-def save_png(img_or_bytes: Image.Image | bytes, path: str | os.PathLike[str]) -> Path:
+def save_png(
+    img_or_bytes: Image.Image | bytes,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = True,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
     """Write a PIL image or PNG bytes to ``path`` atomically.
 
     The picture goes to a temporary file in the same folder, which then
@@ -579,12 +585,13 @@ def save_png(img_or_bytes: Image.Image | bytes, path: str | os.PathLike[str]) ->
     Args:
         img_or_bytes: A PIL image or bytes already PNG-encoded.
         path: Destination file.
+        overwrite: replace an existing file (else :class:`~aetool.errors.OutputError`).
+        root: the folder the file must stay in once symlinks are resolved.
 
     Returns:
         The destination as a ``Path``.
     """
     data = img_or_bytes if isinstance(img_or_bytes, bytes) else png_bytes(img_or_bytes)
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(dest, data)
+    atomic_write_bytes(dest, data, overwrite=overwrite, root=root)
     return dest

@@ -58,10 +58,15 @@ class TrainResult:
     #: A few validation images and the final model's reconstructions of them.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write the model file (with resume state when interrupted) atomically, and the
-        final reconstruction grid beside it (:func:`sample_grid_path`)."""
-        out = save_model(path, self.model, self.metadata, extra=self.resume_state or None)
+        final reconstruction grid beside it (:func:`sample_grid_path`).
+
+        Without ``overwrite`` an existing file is an :class:`~aetool.errors.OutputError`
+        (checked at the moment of writing, so two runs cannot replace each other)."""
+        out = save_model(
+            path, self.model, self.metadata, extra=self.resume_state or None, overwrite=overwrite
+        )
         if self.samples:
             from aetool.report.plots import reconstruction_grid, save_png
 
