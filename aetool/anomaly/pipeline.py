@@ -339,6 +339,8 @@ class ScoreRun:
                 label = label_of.get(d.ref)
                 if d.data is None or d.ref not in scores:
                     row = self._fail(str(d.ref.path), label, d.error or "unreadable")
+                elif not math.isfinite(scores[d.ref][0]):  # never a silent `false`
+                    row = self._fail(str(d.ref.path), label, "the score is not a finite number")
                 else:
                     s, emap = scores[d.ref]
                     row = self._row(str(d.ref.path), s, label, None)

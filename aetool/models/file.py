@@ -25,6 +25,7 @@ from aetool.devices import place
 from aetool.errors import ModelFileError
 from aetool.files import UMASK, atomic_path
 from aetool.models.registry import AutoEncoder, create_model
+from aetool.models.schema import check_metadata, plan_model
 
 __all__ = [
     "FORMAT",
@@ -102,6 +103,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder, not a model file")
+    if not path.is_file():  # a FIFO or device would block or never end: never opened
+        raise ModelFileError(f"{path} is not a regular file, so not a model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -115,18 +118,20 @@ def _parse_header(path: Path, header: dict[str, str]) -> dict[str, Any]:
         raise ModelFileError(f"{path} is a safetensors file but not an aetool model")
     try:
         meta = json.loads(header[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: the aetool metadata is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ModelFileError(f"{path}: the aetool metadata is not valid JSON ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a safetensors file but not an aetool model")
     version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ModelFileError(f"{path}: the metadata has no format version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{path}: the metadata has no valid format version")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written in model format {version} by a newer aetool; this one reads "
             f"format {FORMAT_VERSION} and older: upgrade aetool"
         )
+    check_metadata(path, meta)
     return meta
 
 
@@ -136,26 +141,41 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     The weights are laid out the fastest way for ``device`` (channels-last on
     the CPU for aetool's convolutional models: :func:`~aetool.devices.fast_layout`).
 
+    The metadata is checked (:func:`~aetool.models.schema.check_metadata`) and the
+    architecture planned on the ``meta`` device against the file's tensor shapes
+    (:func:`~aetool.models.schema.plan_model`) before anything is allocated.
+
     Raises:
-        ModelFileError: missing file, not an aetool model, newer format, or
-            tensors that do not match the recorded architecture.
+        ModelFileError: missing file, not an aetool model, newer format, metadata
+            of the wrong shape, an architecture too large or not matching the
+            tensors, or weights that are not finite.
     """
     path = Path(path)
     meta = read_metadata(path)
+    state: dict[str, torch.Tensor] = {}
+    extra: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+            shapes = {k[len("model.") :]: tuple(f.get_slice(k).get_shape()) for k in keys
+                      if k.startswith("model.")}  # fmt: skip
+            plan_model(path, meta, shapes)
+            for key in keys:
+                if key.startswith("model."):
+                    state[key[len("model.") :]] = f.get_tensor(key)
+                else:
+                    extra[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: cannot read the tensors ({str(exc)[:200]})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: the weights hold NaN or infinite values ({key})")
     try:
         model = create_model(meta["arch"], **meta.get("arch_args", {}))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - plan_model built it; this is belt and braces
         raise ModelFileError(
             f"{path}: cannot rebuild architecture {meta.get('arch')!r}: {exc}"
         ) from None
-    state: dict[str, torch.Tensor] = {}
-    extra: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-            if key.startswith("model."):
-                state[key[len("model.") :]] = f.get_tensor(key)
-            else:
-                extra[key] = f.get_tensor(key)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
