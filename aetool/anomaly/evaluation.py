@@ -200,7 +200,14 @@ def pixel_roc_auc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]
 
 
 def load_mask(path: Path, map_hw: tuple[int, int], resize: str, fixed: bool) -> np.ndarray:
-    """A mask as bool (H, W) on the error map's grid, transformed like its image."""
+    """A mask as bool (H, W) on the error map's grid, transformed like its image.
+
+    Raises:
+        OSError: the mask is not a regular file (a FIFO is never opened).
+        Exception: whatever Pillow raises for a malformed file.
+    """
+    if not Path(path).is_file():
+        raise OSError(f"{path} is not a regular file")
     with Image.open(path) as img:
         m = img.convert("L")
     h, w = map_hw

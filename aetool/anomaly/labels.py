@@ -134,11 +134,13 @@ def read_labels_csv(path: str | Path) -> dict[str, int]:
             two different labels.
     """
     p = Path(path)
+    if not p.is_file():  # a FIFO would block: never opened
+        raise ConfigError(f"labels file {p} is not a regular file")
     try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:
+        with p.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
             rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read labels file {p}: {exc}") from exc
+    except (OSError, csv.Error) as exc:  # csv.Error: a field over the size limit, a NUL byte
+        raise ConfigError(f"cannot read labels file {p}: {str(exc)[:200]}") from None
     header_at = next((i for i, row in enumerate(rows) if any(c.strip() for c in row)), None)
     if header_at is None:
         raise ConfigError(f"labels file {p} is empty; it needs a 'path,label' header and rows")

@@ -409,9 +409,11 @@ class ScoreRun:
         else:
             try:
                 truth = load_mask(mask_path, emap.shape, pre.resize, pre.size is not None)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a bad mask (a bomb too) costs only itself
+                if self.options.strict:
+                    raise ImageError(f"{mask_path}: cannot read mask ({_why(exc)})") from None
                 if self.options.warn:
-                    self.options.warn(str(mask_path), f"cannot read mask ({exc})")
+                    self.options.warn(str(mask_path), f"cannot read mask ({_why(exc)})")
                 return
         v, t = emap.ravel(), truth.ravel()
         if v.size > budget:
@@ -466,3 +468,9 @@ def _refuse_existing_heatmaps(directory: Path, refs: list[ImageRef]) -> None:
     for ref in refs:
         if os.path.lexists(directory / names(ref)):
             raise exists_error(directory / names(ref))
+
+
+def _why(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

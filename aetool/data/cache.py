@@ -94,6 +94,8 @@ class _Probe:
 
 def _probe(ref: ImageRef) -> _Probe:
     try:
+        if not ref.path.is_file():  # a FIFO or device would block: never opened
+            return _Probe(ref, None, True, "not a regular file")
         if ref.path.stat().st_size == 0:
             return _Probe(ref, None, True, "empty file (0 bytes)")
         with Image.open(ref.path) as img:
@@ -106,7 +108,7 @@ def _probe(ref: ImageRef) -> _Probe:
             return _Probe(ref, (h, w), _is_gray(img), None)
     except Image.DecompressionBombError as exc:
         return _Probe(ref, None, True, f"refused as a possible decompression bomb ({exc})")
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure on a malformed file is its row's error
         return _Probe(ref, None, True, _reason(exc))
 
 

@@ -72,6 +72,8 @@ def parse_size(value: str | int | Sequence[int] | None) -> tuple[int, int] | Non
 
 
 def _open(path: Path) -> Image.Image:
+    if not path.is_file():  # a FIFO or device would block: never opened
+        raise OSError(f"{path} is not a regular file" if path.exists() else "no such file")
     img: Image.Image = Image.open(path)
     img.load()
     if "exif" in img.info or hasattr(img, "getexif"):
@@ -176,7 +178,7 @@ def _decode_pil(
     except Image.DecompressionBombError as exc:
         # Pillow's guard stays on: images over twice Image.MAX_IMAGE_PIXELS are refused.
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure on a malformed file is its row's error
         raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
     if channels == 1 and img.mode == "RGB":
         img = img.convert("L")

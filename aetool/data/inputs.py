@@ -148,6 +148,9 @@ def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
             if _is_hidden(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             full = Path(dirpath) / name
+            if not full.is_file():  # a FIFO or device in a folder would block: left out
+                unreadable.append(Skipped(str(full), "not a regular file"))
+                continue
             out.append(ImageRef(full, full.relative_to(root).as_posix(), root))
     return out
 

@@ -109,6 +109,8 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     """
     path = Path(path)
     try:
+        if not path.is_file():  # a FIFO or device would block: never opened
+            raise ImageError(f"{path}: not a regular file")
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as probe:
@@ -136,7 +138,7 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     except Image.DecompressionBombError as exc:
         # Pillow's guard stays on: images over twice Image.MAX_IMAGE_PIXELS are refused.
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure on a malformed file is its row's error
         raise ImageError(f"{path}: cannot decode image ({_reason(exc)})") from None
     fmt = _format_for(path, fmt)
     if has_alpha:
