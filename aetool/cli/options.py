@@ -40,6 +40,39 @@ model_option = click.option(
 )
 
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """auto, cpu, cuda or cuda:N (whether that CUDA device exists is checked when used)."""
+    spec = value.strip().lower()
+    index = spec.partition(":")[2]
+    if spec not in ("auto", "cpu", "cuda") and not (spec.startswith("cuda:") and index.isdigit()):
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
+def usage_check(
+    parse: Callable[[Any], Any],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A Click callback that runs ``parse`` on the value: a ConfigError is a usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            parse(value)
+        except AetoolError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
+
+
+def _finite_positive(value: float) -> None:
+    if not (value > 0 and value != float("inf")):
+        raise AetoolError(f"{value} is not a positive finite number")
+
+
+#: Callback: a learning rate (or any rate) that is a positive, finite number.
+check_positive = usage_check(_finite_positive)
+
+
 def common_options(f: F) -> F:
     """--quiet and --device, shared by every command that computes."""
 
@@ -48,6 +81,7 @@ def common_options(f: F) -> F:
         "--device",
         default="auto",
         show_default=True,
+        callback=_check_device,
         help="auto, cpu, cuda or cuda:N (auto picks CUDA when present).",
     )
     @functools.wraps(f)

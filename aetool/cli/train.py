@@ -22,22 +22,26 @@ from aetool.cli.console import (
 from aetool.cli.options import (
     DEFAULT_MODEL,
     batch_size_option,
+    check_positive,
     common_options,
     overwrite_option,
     refuse_existing,
     strict_option,
+    usage_check,
 )
 from aetool.cli.tables import print_train_summary
 from aetool.data.cache import ImageSet, load_images
-from aetool.errors import OutputError
+from aetool.data.decode import parse_size
+from aetool.errors import ConfigError, OutputError
 from aetool.files import check_output, display
 from aetool.models.file import save_model
 from aetool.models.registry import ModelConfig, list_models
 from aetool.training.callbacks import SampleGrids
-from aetool.training.config import TrainConfig
+from aetool.training.config import TrainConfig, parse_sparsity
 from aetool.training.distributed import launched_by_torchrun, torchrun_command
 from aetool.training.distributed import teardown as dist_teardown
 from aetool.training.loop import train
+from aetool.training.noise import parse_noise
 from aetool.training.record import TrainResult
 
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
@@ -56,7 +60,11 @@ MIN_THRESHOLD_VAL = 20
 )
 @overwrite_option("Replace an existing model file.")
 @click.option(
-    "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
+    "--arch",
+    type=click.Choice(list(list_models())),
+    default="conv",
+    show_default=True,
+    help="Architecture.",
 )
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
 @click.option(
@@ -66,7 +74,10 @@ MIN_THRESHOLD_VAL = 20
     help="Epochs [default: auto, about 1000 optimizer steps, 30 to 300 epochs].",
 )
 @batch_size_option()
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--lr", type=float, default=1e-3, show_default=True, callback=check_positive,
+    help="Adam learning rate.",
+)  # fmt: skip
 @click.option(
     "--val-split",
     type=click.FloatRange(0, 1, max_open=True),
@@ -91,15 +102,20 @@ MIN_THRESHOLD_VAL = 20
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
 @click.option(
-    "--noise", default=None, help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P."
-)
-@click.option("--sparsity", default=None, help="KL sparsity penalty BETA[:RHO] on the latent.")
+    "--noise", default=None, callback=usage_check(parse_noise),
+    help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P.",
+)  # fmt: skip
+@click.option(
+    "--sparsity", default=None, callback=usage_check(parse_sparsity),
+    help="KL sparsity penalty BETA[:RHO] on the latent.",
+)  # fmt: skip
 @click.option(
     "--contractive", type=click.FloatRange(0), default=0.0, help="Contractive penalty weight."
 )
 @click.option(
-    "--image-size", default=None, help="N or HxW (default: the images' common size, else 64x64)."
-)
+    "--image-size", default=None, callback=usage_check(parse_size),
+    help="N or HxW (default: the images' common size, else 64x64).",
+)  # fmt: skip
 @click.option(
     "--channels", type=click.Choice(["1", "3"]), default=None, help="Force grayscale or RGB."
 )
@@ -189,7 +205,10 @@ def train_cmd(
         raise click.UsageError(f"--resume: {display(output)} does not exist")
     check_output(output, inputs=inputs, overwrite=True)
     cfg = TrainConfig(**train_args)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     images = _load_with_progress(
         console, inputs, channels=int(channels) if channels else None, size=image_size,
         native_size=cfg.patch_size is not None and image_size is None, resize=resize,
