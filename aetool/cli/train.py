@@ -204,6 +204,8 @@ def train_cmd(
     if resume and not output.exists():
         raise click.UsageError(f"--resume: {display(output)} does not exist")
     check_output(output, inputs=inputs, overwrite=True)
+    if resume:
+        arch, latent_dim = _resumed_model_options(output, arch, latent_dim)
     cfg = TrainConfig(**train_args)
     try:
         cfg.validate()
@@ -239,6 +241,29 @@ def train_cmd(
             )
         )
         sys.exit(130)
+
+
+def _resumed_model_options(output: Path, arch: str, latent_dim: int) -> tuple[str, int]:
+    """--resume continues the file's model: --arch and --latent-dim, when given, must match it."""
+    from click.core import ParameterSource
+
+    from aetool.models.file import read_metadata
+
+    ctx = click.get_current_context()
+    meta = read_metadata(output)
+    have = {
+        "arch": meta["arch"],
+        "latent_dim": meta.get("arch_args", {}).get("latent_dim", latent_dim),
+    }
+    for name, value in (("arch", arch), ("latent_dim", latent_dim)):
+        given = ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+        if given and value != have[name]:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"--resume: {display(output)} holds a model with {flag} {have[name]}, not {value}; "
+                f"drop {flag} or train a new model"
+            )
+    return str(have["arch"]), int(have["latent_dim"])
 
 
 def save_or_rescue(result: TrainResult, output: Path, *, overwrite: bool) -> Path:

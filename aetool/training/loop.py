@@ -37,7 +37,12 @@ from aetool.training.feeder import BatchFeeder, index_batches, split_indices
 from aetool.training.losses import contractive_penalty, kl_sparsity, reconstruction_loss
 from aetool.training.noise import parse_noise
 from aetool.training.record import RunRecord, TrainResult, data_roots, validation_record
-from aetool.training.resume import capture_resume_state, load_interrupted, restore_resume_state
+from aetool.training.resume import (
+    capture_resume_state,
+    check_resume_matches,
+    load_interrupted,
+    restore_resume_state,
+)
 
 __all__ = ["EarlyStopping", "reconstruct", "train"]
 
@@ -165,6 +170,8 @@ class _Run:
             mcfg.height = mcfg.width = cfg.patch_size
         torch.manual_seed(cfg.seed)
         self.resumed = load_interrupted(resume_from) if resume_from is not None else None
+        if self.resumed is not None:
+            check_resume_matches(self.resumed.model, mcfg, resume_from)
         self.model = self.resumed.model if self.resumed else model_from_config(mcfg)
         self.net = self._place_model()
         self._split_data()

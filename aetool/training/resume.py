@@ -19,9 +19,15 @@ from torch import Tensor
 
 from aetool.errors import ConfigError
 from aetool.models.file import load_model
-from aetool.models.registry import AutoEncoder
+from aetool.models.registry import AutoEncoder, ModelConfig
 
-__all__ = ["Interrupted", "capture_resume_state", "load_interrupted", "restore_resume_state"]
+__all__ = [
+    "Interrupted",
+    "capture_resume_state",
+    "check_resume_matches",
+    "load_interrupted",
+    "restore_resume_state",
+]
 
 
 @dataclass
@@ -59,6 +65,30 @@ def load_interrupted(path: str | Path) -> Interrupted:
         }
     )
     return Interrupted(model, best_state, record, loaded.extra)
+
+
+def check_resume_matches(model: AutoEncoder, mcfg: ModelConfig, path: str | Path | None) -> None:
+    """The interrupted run's model must be the one asked for, on images of its shape.
+
+    Raises:
+        ConfigError: another architecture, latent size, channel count or (for a
+            model with dense layers) image size than the file's.
+    """
+    args = model.arch_args()
+    arch = getattr(type(model), "arch_name", "?")
+    wanted = {"architecture": (arch, mcfg.arch), "latent size": (args.get("latent_dim"),
+              mcfg.latent_dim), "channels": (args.get("channels"), mcfg.channels)}  # fmt: skip
+    if not model.fully_convolutional:
+        wanted["image size"] = (
+            f"{args.get('height')}x{args.get('width')}",
+            f"{mcfg.height}x{mcfg.width}",
+        )
+    for what, (have, want) in wanted.items():
+        if have is not None and have != want:
+            raise ConfigError(
+                f"--resume: {path} was trained with {what} {have}, this run asks for {want}; "
+                "resume with the same images and options, or train a new model"
+            )
 
 
 def capture_resume_state(
