@@ -32,6 +32,7 @@ class AetoolGroup(click.Group):
     """Turns library errors into one-line messages, and ends quietly on a closed pipe."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _bytes_safe_streams()
         try:
             return super().invoke(ctx)
         except AetoolError as exc:
@@ -103,8 +104,6 @@ def _check_std_streams() -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     if sys.stdin is None:
         sys.stdin = open(os.devnull)  # noqa: SIM115
-    else:  # paths piped in may be any bytes (names that are not UTF-8, or junk)
-        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     if sys.stdout is None:
         click.echo(
             "Error: standard output is closed; aetool writes its data there: "
@@ -112,7 +111,20 @@ def _check_std_streams() -> None:
             err=True,
         )
         sys.exit(2)
-    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+
+
+def _bytes_safe_streams() -> None:
+    """Paths may be any bytes (names that are not UTF-8, junk piped in): stdin and stdout
+    carry them through unchanged (surrogate escapes), stderr shows them as escapes."""
+    for stream, errors in (
+        (sys.stdin, "surrogateescape"),
+        (sys.stdout, "surrogateescape"),
+        (sys.stderr, "backslashreplace"),
+    ):
+        try:
+            stream.reconfigure(errors=errors)  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass  # not a text stream that can change (a test's buffer); left as it is
 
 
 def _flush_stdout(code: Any) -> None:

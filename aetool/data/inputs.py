@@ -17,6 +17,7 @@ argument errors (:class:`InputArgumentError`) into usage errors.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +190,12 @@ def _discover(
             found.refs.append(item)
             continue
         p = Path(item)
+        why = _unusable_name(p)
+        if why and missing_ok:
+            found.skipped.append(Skipped(str(p), why))
+            continue
+        if why:
+            raise ImageError(f"{p}: {why}")
         if p.is_dir():
             refs = _walk(p, [] if scoring else found.skipped)
             for ref in _without_masks(refs, found) if scoring else refs:
@@ -206,6 +213,18 @@ def _discover(
     if scoring:
         _add_named_files(found, named)
     return found
+
+
+def _unusable_name(path: Path) -> str | None:
+    """Why a path cannot even be looked up (too long, a NUL byte, a loop of links), or None."""
+    try:
+        os.lstat(path)
+    except ValueError:
+        return "the name holds a NUL byte"
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return exc.strerror or str(exc)
+    return None
 
 
 def _without_masks(refs: list[ImageRef], found: _Found) -> list[ImageRef]:
