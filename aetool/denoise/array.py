@@ -12,7 +12,8 @@ noise level (that of the noisy plane minus the model's output,
 :func:`~aetool.denoise.noise_level.refine_sigma`), blended with the model's
 output and skipped for planes whose estimated sigma is 30/255 or more. It
 gains most on fine texture (BENCHMARKS.md gives PSNR and time). It runs on the
-CPU, in 510 px tiles of its own on large images.
+device that ran the model, in 510 px tiles of its own on large images (on the CPU,
+in tiles or strips side by side, one a thread).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def denoise_array(
             estimate is 30/255 or more (the luminance of a colour picture carries
             0.58 of its sigma). It is meant for Gaussian-like noise and gains most
             on fine texture (BENCHMARKS.md gives PSNR and time); it runs on the
-            CPU, whatever device ran the model.
+            device that ran the model (on the CPU, on all of torch's threads).
 
     Returns:
         float32 array of the input's shape, in [0, 1].
@@ -130,7 +131,7 @@ def _denoise_array(
             view = _denoise_one(model, _orient(x, k), tile, overlap, batch_size, dev)
             result += _orient(view, k, inverse=True)
         result /= ensemble
-    refined = _refine_planes(x, result) if refine else False
+    refined = _refine_planes(x, result, dev) if refine else False
     if opponent:
         result = np.clip(_from_opponent(result), 0.0, 1.0)
     return np.ascontiguousarray(result[0] if squeeze else result), refined
@@ -149,14 +150,14 @@ def _check_options(tile: int, overlap: int, ensemble: int, color: str, refine: b
         raise ConfigError(f"refine must be True or False, not {refine!r}")
 
 
-def _refine_planes(noisy: np.ndarray, result: np.ndarray) -> bool:
-    """Refine each plane of ``result`` in place (the model's output for ``noisy``) where
-    its estimated noise level allows; whether any plane changed."""
+def _refine_planes(noisy: np.ndarray, result: np.ndarray, dev: torch.device) -> bool:
+    """Refine each plane of ``result`` in place (the model's output for ``noisy``) on
+    ``dev`` where its estimated noise level allows; whether any plane changed."""
     refined = False
     for c in range(len(result)):
         sigma = refine_sigma(noisy[c], result[c])
         if refine_weight(sigma) > 0 and min(noisy.shape[1:]) >= 2 * PATCH:
-            plane = refine_plane(noisy[c], result[c], sigma, check=_check_cancel)
+            plane = refine_plane(noisy[c], result[c], sigma, check=_check_cancel, device=dev)
             result[c] = np.clip(plane, 0.0, 1.0)
             refined = True
     return refined
