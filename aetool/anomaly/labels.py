@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path, PurePath, PurePosixPath
 
 from aetool.data.inputs import ImageRef
@@ -59,10 +60,10 @@ _LABEL_WORDS = {
 
 def _dir_parts(relpath: str | PurePath) -> tuple[str, ...]:
     if isinstance(relpath, PurePath):
-        parts = relpath.parts
-    else:
-        parts = PurePath(str(relpath).replace("\\", "/")).parts
-    return tuple(p for p in parts[:-1] if p not in ("/", "."))
+        return tuple(p for p in relpath.parts[:-1] if p not in ("/", "."))
+    # PurePath(...).parts less "/" and ".", as plain string operations (it runs per image)
+    parts = [p for p in str(relpath).replace("\\", "/").split("/") if p not in ("", ".")]
+    return tuple(parts[:-1])
 
 
 def infer_label(relpath: str | PurePath) -> int | None:
@@ -253,8 +254,15 @@ def match_labels(refs: Sequence[ImageRef], labels: Mapping[str, int]) -> list[in
 
 def scored_root(ref: ImageRef) -> str:
     """The absolute folder an image was found under (its path minus its relative path)."""
-    parts = PurePosixPath(ref.relpath).parts
-    p = Path(os.path.abspath(ref.path))
-    for _ in parts:
+    if ref.relpath.rsplit("/", 1)[-1] != os.path.basename(ref.path):
+        return _strip(os.path.abspath(ref.path), ref.relpath)
+    # the file's folder minus the relative path's folders: one computation a folder
+    return _strip(os.path.abspath(os.path.dirname(ref.path)), os.path.dirname(ref.relpath))
+
+
+@lru_cache(maxsize=4096)
+def _strip(path: str, relpath: str) -> str:
+    p = Path(path)
+    for _ in PurePosixPath(relpath).parts:
         p = p.parent
     return str(p)

@@ -21,7 +21,7 @@ import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TextIO
 
 from aetool.data.shards import missing_in_shard, select_shard
@@ -128,7 +128,7 @@ def _is_hidden(name: str) -> bool:
 
 
 def _in_mask_dir(relpath: str) -> bool:
-    return MASK_DIR_NAME in PurePosixPath(relpath).parts[:-1]
+    return MASK_DIR_NAME in relpath.split("/")[:-1]  # as PurePosixPath(relpath).parts, faster
 
 
 def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
@@ -145,14 +145,19 @@ def _walk(root: Path, unreadable: list[Skipped]) -> list[ImageRef]:
             continue
         visited.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        folder = Path(dirpath)
+        # the folder's part of the relative paths, once a folder (10,000 files cost seconds
+        # as Path operations each)
+        rel_dir = folder.relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in sorted(filenames):
-            if _is_hidden(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            if _is_hidden(name) or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
-            full = Path(dirpath) / name
+            full = folder / name
             if not full.is_file():  # a FIFO or device in a folder would block: left out
                 unreadable.append(Skipped(str(full), "not a regular file"))
                 continue
-            out.append(ImageRef(full, full.relative_to(root).as_posix(), root))
+            out.append(ImageRef(full, prefix + name, root))
     return out
 
 
@@ -165,8 +170,9 @@ class _Found:
     excluded_masks: int = 0
     seen: set[str] = field(default_factory=set)
 
-    def first_time(self, path: Path) -> bool:
-        key = os.path.realpath(path)
+    def first_time(self, path: Path, key: str | None = None) -> bool:
+        """Whether ``path`` (whose real path is ``key``, if known) is met for the first time."""
+        key = key if key is not None else os.path.realpath(path)
         if key in self.seen:
             return False
         self.seen.add(key)
@@ -198,8 +204,9 @@ def _discover(
             raise ImageError(f"{p}: {why}")
         if p.is_dir():
             refs = _walk(p, [] if scoring else found.skipped)
-            for ref in _without_masks(refs, found) if scoring else refs:
-                if found.first_time(ref.path):
+            keyed = _without_masks(refs, found) if scoring else [(r, None) for r in refs]
+            for ref, key in keyed:
+                if found.first_time(ref.path, key):
                     found.refs.append(ref)
         elif p.exists() or (scoring and p.is_symlink()):
             if found.first_time(p):
@@ -227,20 +234,34 @@ def _unusable_name(path: Path) -> str | None:
     return None
 
 
-def _without_masks(refs: list[ImageRef], found: _Found) -> list[ImageRef]:
-    """One folder's refs (each real file once) less the mask files, which ``found`` counts."""
-    kept: list[ImageRef] = []
+def _without_masks(refs: list[ImageRef], found: _Found) -> list[tuple[ImageRef, str]]:
+    """One folder's refs (each real file once) less the mask files, which ``found`` counts,
+    with their real paths."""
+    kept: list[tuple[ImageRef, str]] = []
     walked: set[str] = set()
+    real_dirs: dict[str, str] = {}
     for ref in refs:
-        key = os.path.realpath(ref.path)
+        key = _realpath(ref.path, real_dirs)
         if key in walked:
             continue
         walked.add(key)
         if _in_mask_dir(ref.relpath):
             found.excluded_masks += 1
         else:
-            kept.append(ref)
+            kept.append((ref, key))
     return kept
+
+
+def _realpath(path: Path, real_dirs: dict[str, str]) -> str:
+    """``os.path.realpath(path)``, with each folder's resolved once in ``real_dirs``: one
+    ``lstat`` a file that is not a symlink, instead of one per component of its path."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real = real_dirs.get(folder)
+    if real is None:
+        real = real_dirs[folder] = os.path.realpath(folder)
+    return os.path.join(real, name)
 
 
 def _add_named_files(found: _Found, files: list[Path]) -> None:

@@ -12,7 +12,8 @@ noise level (that of the noisy plane minus the model's output,
 :func:`~aetool.denoise.noise_level.refine_sigma`), blended with the model's
 output and skipped for planes whose estimated sigma is 30/255 or more. It
 gains most on fine texture (BENCHMARKS.md gives PSNR and time). It runs on the
-CPU, in 510 px tiles of its own on large images.
+device that ran the model, in 510 px tiles of its own on large images (on the CPU,
+in tiles or strips side by side, one a thread).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def denoise_array(
             estimate is 30/255 or more (the luminance of a colour picture carries
             0.58 of its sigma). It is meant for Gaussian-like noise and gains most
             on fine texture (BENCHMARKS.md gives PSNR and time); it runs on the
-            CPU, whatever device ran the model.
+            device that ran the model (on the CPU, on all of torch's threads).
 
     Returns:
         float32 array of the input's shape, in [0, 1].
@@ -110,8 +111,67 @@ def _denoise_array(
     refine: bool = False,
 ) -> tuple[np.ndarray, bool]:
     """:func:`denoise_array`, and whether the refinement changed any plane."""
+    return _denoise_arrays(
+        model, [image], tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+        ensemble=ensemble, colors=[color], refines=[refine],
+    )[0]  # fmt: skip
+
+
+@torch.no_grad()
+def _denoise_arrays(
+    model: AutoEncoder | LoadedModel,
+    images: list[np.ndarray],
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    ensemble: int = 1,
+    colors: list[str],
+    refines: list[bool],
+) -> list[tuple[np.ndarray, bool]]:
+    """:func:`_denoise_array` of several images of one height and width, each with its own
+    colour mode and refinement: for a one-channel model their planes go through the model
+    together (so small images share forward passes, ``batch_size * tile**2`` pixels each),
+    with the same result as one by one, every plane being the model's input on its own."""
     if isinstance(model, LoadedModel):
         model = model.model
+    dev = resolve_device(device) if device is not None else _model_device(model)
+    fast_layout(model, _model_device(model))
+    prepared = [
+        _prepare(model, image, tile, overlap, ensemble, color, refine)
+        for image, color, refine in zip(images, colors, refines, strict=True)
+    ]
+    if len({x.shape[1:] for x, _, _ in prepared}) > 1:
+        raise ConfigError("images denoised together must have one height and width")
+    if _model_channels(model) == 1 and len(prepared) > 1:
+        planes = np.concatenate([x for x, _, _ in prepared])
+        stacked = _model_pass(model, planes, tile, overlap, batch_size, dev, ensemble)
+        cuts = np.cumsum([len(x) for x, _, _ in prepared])[:-1]
+        results = np.split(stacked, cuts)
+    else:
+        results = [_model_pass(model, x, tile, overlap, batch_size, dev, ensemble)
+                   for x, _, _ in prepared]  # fmt: skip
+    out = []
+    for (x, squeeze, opponent), result, refine in zip(prepared, results, refines, strict=True):
+        refined = _refine_planes(x, result, dev) if refine else False
+        if opponent:
+            result = np.clip(_from_opponent(result), 0.0, 1.0)
+        out.append((np.ascontiguousarray(result[0] if squeeze else result), refined))
+    return out
+
+
+def _prepare(
+    model: AutoEncoder,
+    image: np.ndarray,
+    tile: int,
+    overlap: int,
+    ensemble: int,
+    color: str,
+    refine: bool,
+) -> tuple[np.ndarray, bool, bool]:
+    """The (C, H, W) float32 planes the model sees, whether the input was 2-D, and whether
+    they are in the opponent colour space."""
     x = np.asarray(image, dtype=np.float32)
     squeeze = x.ndim == 2
     if squeeze:
@@ -119,21 +179,27 @@ def _denoise_array(
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ConfigError(f"expected a (C, H, W) image with 1 or 3 channels, got {x.shape}")
     _check_options(tile, overlap, ensemble, color, refine)
-    dev = resolve_device(device) if device is not None else _model_device(model)
-    fast_layout(model, _model_device(model))
     opponent = color == "opponent" and x.shape[0] == 3 and _model_channels(model) == 1
-    if opponent:
-        x = _to_opponent(x)
+    return (_to_opponent(x) if opponent else x), squeeze, opponent
+
+
+def _model_pass(
+    model: AutoEncoder,
+    x: np.ndarray,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    dev: torch.device,
+    ensemble: int,
+) -> np.ndarray:
+    """The model's output for (C, H, W) planes: whole or tiled, averaged over the ensemble."""
     result = _denoise_one(model, x, tile, overlap, batch_size, dev)
     if ensemble > 1:
         for k in range(1, ensemble):
             view = _denoise_one(model, _orient(x, k), tile, overlap, batch_size, dev)
             result += _orient(view, k, inverse=True)
         result /= ensemble
-    refined = _refine_planes(x, result) if refine else False
-    if opponent:
-        result = np.clip(_from_opponent(result), 0.0, 1.0)
-    return np.ascontiguousarray(result[0] if squeeze else result), refined
+    return result
 
 
 def _check_options(tile: int, overlap: int, ensemble: int, color: str, refine: bool) -> None:
@@ -149,14 +215,14 @@ def _check_options(tile: int, overlap: int, ensemble: int, color: str, refine: b
         raise ConfigError(f"refine must be True or False, not {refine!r}")
 
 
-def _refine_planes(noisy: np.ndarray, result: np.ndarray) -> bool:
-    """Refine each plane of ``result`` in place (the model's output for ``noisy``) where
-    its estimated noise level allows; whether any plane changed."""
+def _refine_planes(noisy: np.ndarray, result: np.ndarray, dev: torch.device) -> bool:
+    """Refine each plane of ``result`` in place (the model's output for ``noisy``) on
+    ``dev`` where its estimated noise level allows; whether any plane changed."""
     refined = False
     for c in range(len(result)):
         sigma = refine_sigma(noisy[c], result[c])
         if refine_weight(sigma) > 0 and min(noisy.shape[1:]) >= 2 * PATCH:
-            plane = refine_plane(noisy[c], result[c], sigma, check=_check_cancel)
+            plane = refine_plane(noisy[c], result[c], sigma, check=_check_cancel, device=dev)
             result[c] = np.clip(plane, 0.0, 1.0)
             refined = True
     return refined

@@ -3,10 +3,16 @@
 Pipeline (:func:`denoise_images`): images are decoded ahead in worker threads
 at full precision (:mod:`aetool.denoise.imageio`), denoised on the model's
 device in one compute thread (:func:`~aetool.denoise.array.denoise_array`),
-then encoded and written in worker threads; one :class:`DenoiseResult` per
-image is yielded in input order as soon as its file is written (while the next
-image is being denoised), and at most a few images are in flight, so memory
-stays flat whatever the image count. Closing the iterator (or an interrupt)
+then their noise is estimated, their scores against a reference computed and
+their files encoded and written in worker threads; one :class:`DenoiseResult`
+per image is yielded in input order as soon as its file is written (while the
+next images are being denoised), and at most a few images are in flight (the
+worker count twice, and a batch more for small images), so memory stays flat
+whatever the image count. For a one-channel model (the bundled denoiser),
+consecutive images of one height and width are denoised together, their planes
+sharing forward passes (up to ``batch_size`` images and ``batch_size * tile**2``
+pixels a batch), with the same result as one at a time: every plane is an input
+of its own, large images are tiled as before. Closing the iterator (or an interrupt)
 stops the compute thread before its next forward pass
 (:mod:`aetool.denoise.cancel`).
 
@@ -35,13 +41,13 @@ import numpy as np
 import torch
 
 from aetool.data.inputs import ImageRef, find_images
-from aetool.denoise.array import ENSEMBLE_SIZES, _denoise_array
+from aetool.denoise.array import ENSEMBLE_SIZES, _denoise_arrays
 from aetool.denoise.cancel import _CANCEL, _Cancelled
 from aetool.denoise.color import COLOR_MODES
 from aetool.denoise.imageio import SourceImage, _reason, _stored_range, read_image, write_image
 from aetool.denoise.noise_level import estimate_sigma
 from aetool.denoise.outputs import _input_roots, output_path
-from aetool.denoise.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from aetool.denoise.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, _model_channels
 from aetool.devices import place, resolve_device
 from aetool.errors import ConfigError, ImageError, OutputError
 from aetool.files import check_output_dir, is_inside
@@ -73,7 +79,7 @@ class DenoiseOptions:
         batch_size: tiles per forward pass.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         strict: raise on the first image that cannot be read or written.
-        workers: decoding/encoding threads (default: CPU count, at most 4).
+        workers: decoding/encoding threads (default: CPU count, at most 16).
         ensemble: average over 1, 2, 4 or 8 rotations/flips of each image
             (see :func:`~aetool.denoise.array.denoise_array`).
         color: ``auto``, ``opponent`` or ``channels``: how a grayscale model treats RGB
@@ -294,7 +300,7 @@ def denoise_images(
     net, noise = _as_model(model, dev)
     if refine == "auto" and not gaussian_trained(noise):
         refine = False
-    workers = opts.workers or max(1, min(4, os.cpu_count() or 1))
+    workers = opts.workers or max(1, min(16, os.cpu_count() or 1))
     opts = dataclasses.replace(opts, refine=refine, workers=workers)
     return _Pipeline(refs, Path(out_dir), net, dev, opts, ref_dir).results()
 
@@ -303,6 +309,8 @@ def denoise_images(
 _Item = tuple[DenoiseResult, Future[None] | None]
 #: A planned image: refused or skipped (a result), or its output path and its decoding.
 _Job = DenoiseResult | tuple[Path, Future[SourceImage]]
+#: A decoded image: its ref, its output path and its pixels.
+_Decoded = tuple[ImageRef, Path, SourceImage]
 
 
 class _Pipeline:
@@ -329,7 +337,10 @@ class _Pipeline:
         self.input_keys = {os.path.realpath(r.path) for r in refs}
         self.claimed: set[str] = set()
         self.done: queue.Queue[_Item | BaseException | None] = queue.Queue()
-        self.slots = threading.Semaphore(self.ahead + 1)  # results not yet handed out
+        self.small = False  # the last images were small: decode a batch more ahead
+        self.single_plane = _model_channels(net) == 1  # planes of several images go together
+        # results not yet handed out: those decoded ahead, and a batch's
+        self.slots = threading.Semaphore(self.ahead + opts.batch_size + 1)
         self.stop = threading.Event()
 
     # -- the consumer's side ---------------------------------------------------------
@@ -390,7 +401,7 @@ class _Pipeline:
         decoding: deque[tuple[ImageRef, _Job]] = deque()
 
         def refill() -> None:
-            while len(decoding) < self.ahead:
+            while len(decoding) < self.ahead + (self.opts.batch_size if self.small else 0):
                 ref = next(todo, None)
                 if ref is None:
                     return
@@ -402,47 +413,81 @@ class _Pipeline:
         while decoding and not self.stop.is_set():
             ref, job = decoding.popleft()
             refill()
-            if not self._emit(self._process(pool, ref, job)):
-                return
+            opened = self._open(ref, job)
+            if not isinstance(opened, SourceImage) or not isinstance(job, tuple):
+                if not self._emit(opened):  # type: ignore[arg-type]
+                    return
+                continue
+            batch: list[_Decoded] = [(ref, job[0], opened)]
+            while decoding and self._joins(batch, decoding[0][1]):
+                ref, (dst, fut) = decoding.popleft()  # type: ignore[misc]
+                refill()
+                batch.append((ref, dst, fut.result()))
+            for item in self._denoise(pool, batch):
+                if not self._emit(item):
+                    return
 
-    def _process(self, pool: ThreadPoolExecutor, ref: ImageRef, job: _Job) -> _Item:
+    def _open(self, ref: ImageRef, job: _Job) -> _Item | SourceImage:
+        """The decoded image of ``job``, or the result that says why there is none."""
         if isinstance(job, DenoiseResult):
             if self.opts.strict and job.status == "error":
                 raise OutputError(f"{ref.path}: {job.error}")
             return job, None
         dst, fut = job
         try:
-            src = fut.result()
+            return fut.result()
         except ImageError as exc:
             if self.opts.strict:
                 raise
             msg = str(exc).removeprefix(f"{ref.path}: ")
             return DenoiseResult(ref, dst, "error", error=msg), None
-        return self._denoise(pool, ref, dst, src)
 
-    def _denoise(
-        self, pool: ThreadPoolExecutor, ref: ImageRef, dst: Path, src: SourceImage
-    ) -> _Item:
+    def _joins(self, batch: list[_Decoded], job: _Job) -> bool:
+        """Whether the image of ``job`` (waited for) shares the batch's forward passes: a
+        one-channel model, the same height and width, and room in the pass's pixel budget
+        (``batch_size * tile**2``) and in its count (``batch_size`` images)."""
+        first = batch[0][2].pixels
+        budget = max(1, self.opts.batch_size) * self.opts.tile**2
+        pixels = sum(src.pixels.size for _, _, src in batch)
+        self.small = 2 * first.size <= budget
+        if not self.single_plane or isinstance(job, DenoiseResult):
+            return False
+        try:
+            nxt = job[1].result()
+        except ImageError:
+            return False  # its error is reported in its turn
+        same = nxt.pixels.shape[1:] == first.shape[1:]
+        return same and pixels + nxt.pixels.size <= budget and len(batch) < self.opts.batch_size
+
+    def _denoise(self, pool: ThreadPoolExecutor, batch: list[_Decoded]) -> list[_Item]:
         o = self.opts
         t0 = time.perf_counter()
-        den, refined = _denoise_array(
-            self.net, src.pixels, tile=o.tile, overlap=o.overlap, batch_size=o.batch_size,
-            device=self.dev, ensemble=o.ensemble, color=_color_for(src, o.color),
-            refine=_refine_for(src, o.refine),
+        outs = _denoise_arrays(
+            self.net, [src.pixels for _, _, src in batch], tile=o.tile, overlap=o.overlap,
+            batch_size=o.batch_size, device=self.dev, ensemble=o.ensemble,
+            colors=[_color_for(src, o.color) for _, _, src in batch],
+            refines=[_refine_for(src, o.refine) for _, _, src in batch],
         )  # fmt: skip
-        res = DenoiseResult(
-            ref, dst, "written", sigma_est=estimate_sigma(src.pixels),
-            seconds=time.perf_counter() - t0, refined=refined,
-        )  # fmt: skip
+        seconds = (time.perf_counter() - t0) / len(batch)
+        items: list[_Item] = []
+        for (ref, dst, src), (den, refined) in zip(batch, outs, strict=True):
+            res = DenoiseResult(ref, dst, "written", seconds=seconds, refined=refined)
+            items.append((res, pool.submit(self._finish, res, src, den)))
+        return items
+
+    def _finish(self, res: DenoiseResult, src: SourceImage, den: np.ndarray) -> None:
+        """In a worker: the noise estimate, the scores against the reference, the file."""
+        res.sigma_est = estimate_sigma(src.pixels)
         if self.ref_dir is not None:
             try:
-                clean = _reference_for(self.ref_dir, ref.relpath, src)
+                clean = _reference_for(self.ref_dir, res.ref.relpath, src)
             except (ImageError, OutputError) as exc:
                 res.error = f"reference not used: {exc}"
             else:
                 res.psnr_in, res.psnr_out = psnr(clean, src.pixels), psnr(clean, den)
                 res.ssim_in, res.ssim_out = ssim(clean, src.pixels), ssim(clean, den)
-        return res, pool.submit(self._write, dst, src, den)
+        assert res.dst is not None
+        self._write(res.dst, src, den)
 
     # -- where each output goes ----------------------------------------------------------
 

@@ -40,16 +40,24 @@ BENCHMARKS.md give the results on the test pictures).
 
 Pictures with a side longer than ``TILE + 2 * MARGIN`` (576 px) run in tiles of
 :data:`TILE` pixels with :data:`MARGIN` pixels of context on every side
-(computed on the CPU, whatever device ran the network): a pixel's result depends
+(on the device given, the CPU by default): a pixel's result depends
 only on pixels closer than that margin, and the tiles' grids line up with the
 whole picture's, so tiling changes the result only by float rounding while
-bounding the memory, whatever the picture's size.
+bounding the memory, whatever the picture's size. On a CPU with several threads
+the tiles run side by side, one a thread, and smaller pictures are cut into
+strips for that (:func:`wiener_refine`); on a GPU the same operators run there.
+
+The filtered groups are summed per patch position in the DCT domain, weighted, and
+the inverse DCT and the window are applied once per position at the end (they are
+linear), not once per member of every group: the same sums, fewer transforms.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
@@ -89,6 +97,11 @@ MARGIN = 33
 #: groups of 16) stay in the CPU's cache through the chain of transforms (much larger
 #: batches ran slower; BENCHMARKS.md).
 _REFS_PER_BATCH = 512
+#: ... and on a GPU, where a batch is one round of kernel launches: as many as memory allows.
+_REFS_PER_BATCH_ACCELERATOR = 16384
+#: On a CPU with several threads, planes are cut into strips, one a thread, no shorter
+#: than this: shorter ones would spend more time on their context than they save.
+_MIN_STRIP = 120
 
 
 @cache
@@ -137,6 +150,7 @@ def refine(
     pilot: np.ndarray,
     sigma: float,
     check: Callable[[], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """``pilot + w * (wiener_refine(...) - pilot)`` with ``w = refine_weight(sigma)``.
 
@@ -147,7 +161,7 @@ def refine(
     p = np.asarray(pilot, dtype=np.float32)
     if w <= 0:
         return p.copy()
-    out = wiener_refine(noisy, p, sigma, check=check)
+    out = wiener_refine(noisy, p, sigma, check=check, device=device)
     out -= p
     out *= w
     out += p
@@ -159,6 +173,7 @@ def wiener_refine(
     pilot: np.ndarray,
     sigma: float,
     check: Callable[[], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Refine a denoised plane by collaborative Wiener filtering of the noisy one.
 
@@ -166,7 +181,12 @@ def wiener_refine(
         noisy: ``(H, W)`` float plane (the input with its noise).
         pilot: ``(H, W)`` first estimate of the clean plane (a network's output).
         sigma: standard deviation of the noise in ``noisy`` (same units).
-        check: called before each tile of a large plane; it may raise to stop.
+        check: called before each tile of a large plane (each round of tiles on a
+            CPU with several threads); it may raise to stop.
+        device: where to compute (default the CPU); the result is the same on every
+            device but for float rounding. On the CPU the plane is cut into as many
+            tiles as torch has threads (when it is large enough that each tile's
+            context costs little), run side by side.
 
     Returns:
         float32 ``(H, W)`` plane. Planes smaller than 16 pixels on a side, and
@@ -180,28 +200,70 @@ def wiener_refine(
     if min(h, w) < 2 * PATCH or not sigma > 0 or not math.isfinite(sigma):
         return p.copy()
     s2 = float(sigma * SIGMA_SCALE) ** 2
-    if max(h, w) <= TILE + 2 * MARGIN:
-        return _refine(torch.from_numpy(y), torch.from_numpy(p), s2).numpy()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    th, tw = _tile_sides(h, w, threads)
+    if (th, tw) == (h, w):
+        return _refine(_on(y, dev), _on(p, dev), s2).cpu().numpy()
     out = np.empty((h, w), np.float32)
-    for y0 in range(0, h, TILE):
-        for x0 in range(0, w, TILE):
-            y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
-            a, b = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
-            c, d = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
+
+    def run(y0: int, x0: int) -> None:
+        y1, x1 = min(h, y0 + th), min(w, x0 + tw)
+        a, b = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
+        c, d = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
+        part = _refine(_on(y[a:c, b:d], dev), _on(p[a:c, b:d], dev), s2).cpu().numpy()
+        out[y0:y1, x0:x1] = part[y0 - a : y1 - a, x0 - b : x1 - b]
+
+    tiles = [(y0, x0) for y0 in range(0, h, th) for x0 in range(0, w, tw)]
+    if threads == 1:
+        for y0, x0 in tiles:
             if check is not None:
                 check()
-            part = _refine(
-                torch.from_numpy(np.ascontiguousarray(y[a:c, b:d])),
-                torch.from_numpy(np.ascontiguousarray(p[a:c, b:d])),
-                s2,
-            ).numpy()
-            out[y0:y1, x0:x1] = part[y0 - a : y1 - a, x0 - b : x1 - b]
+            run(y0, x0)
+        return out
+    # torch's operators release the GIL: one tile a thread, each on one core
+    with ThreadPoolExecutor(threads) as pool, _one_thread_each():
+        for i in range(0, len(tiles), threads):
+            if check is not None:
+                check()
+            list(pool.map(lambda t: run(*t), tiles[i : i + threads]))
     return out
+
+
+def _tile_sides(h: int, w: int, threads: int) -> tuple[int, int]:
+    """Tile sides for an ``h`` x ``w`` plane: :data:`TILE` for large planes; on a CPU with
+    several threads, strips across the longer side, one a thread, where each is at least
+    :data:`_MIN_STRIP` long; else the whole plane. Multiples of :data:`STEP`, so that
+    every tile's grid of reference patches lies on the whole plane's."""
+    if max(h, w) > TILE + 2 * MARGIN:
+        return TILE, TILE
+    long = max(h, w)
+    parts = min(threads, long // _MIN_STRIP)
+    if parts <= 1:
+        return h, w
+    side = -(-long // (parts * STEP)) * STEP
+    return (side, w) if h >= w else (h, side)
+
+
+@contextmanager
+def _one_thread_each() -> Iterator[None]:
+    """torch's intra-op threads set to one while tiles run one a thread (each thread's
+    operators would otherwise start as many again); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _on(plane: np.ndarray, dev: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(plane)).to(dev)
 
 
 @torch.inference_mode()
 def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
-    n, r = PATCH, RADIUS
+    n, r, dev = PATCH, RADIUS, y.device
     h, w = y.shape
     both = F.pad(torch.stack([y, p])[None], (r, r, r, r), mode="reflect")[0]  # sides >= 16
     pp = both[1]
@@ -211,12 +273,12 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
     # its candidates, as box sums of squared differences of shifted copies of the picture
     gr, lr = _grid(h)
     gc, lc = _grid(w)
-    rows = torch.tensor(gr + ([lr] if lr is not None else []))
-    cols = torch.tensor(gc + ([lc] if lc is not None else []))
+    rows = torch.tensor(gr + ([lr] if lr is not None else []), device=dev)
+    cols = torch.tensor(gc + ([lc] if lc is not None else []), device=dev)
     offsets = [(dy, dx) for dy in range(-r, r + 1, OFFSET_STEP)
                for dx in range(-r, r + 1, OFFSET_STEP)]  # fmt: skip
     ref = pp[r : r + h, r : r + w]
-    diff = torch.empty(len(offsets), 1, h, w)
+    diff = torch.empty(len(offsets), 1, h, w, device=dev)
     for i, (dy, dx) in enumerate(offsets):
         torch.sub(pp[r + dy : r + dy + h, r + dx : r + dx + w], ref, out=diff[i, 0])
     diff.square_()
@@ -235,27 +297,25 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
     dd, best = dd.T, best.T  # (refs, k_max), nearest first; the reference itself is first
     count = (dd <= TAU).sum(1).clamp_min(1)
     size = 2 ** torch.floor(torch.log2(count.float())).long()
-    off = torch.tensor(offsets)
+    off = torch.tensor(offsets, device=dev)
     ry = rows[:, None].expand(-1, len(cols)).reshape(-1)
     rx = cols[None, :].expand(len(rows), -1).reshape(-1)
 
-    # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, as one grouped
-    # convolution laid out channels-last: a row per patch position, both planes side by side
+    # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, separably (rows,
+    # then columns: 16 products a pixel instead of 64), laid out channels-last: a row per
+    # patch position, both planes side by side; coefficient (u, v) sits at v * 8 + u
     pw, ph = wp - n + 1, hp - n + 1
-    d2 = torch.kron(_dct(n), _dct(n))
-    x = both[None].contiguous(memory_format=torch.channels_last)
-    filters = d2.view(n * n, 1, n, n).repeat(2, 1, 1, 1)
-    spec = F.conv2d(x, filters.contiguous(memory_format=torch.channels_last), groups=2)
+    spec = _dct_patches(both[None])
     spec = spec.permute(0, 2, 3, 1).reshape(ph * pw, 2, n * n)  # no copy if channels-last
-    win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)
-    win2 = (win[:, None] * win[None, :]).reshape(-1)
-    acc = torch.zeros(ph * pw, n * n)
-    wsum = torch.zeros(ph * pw)
+    win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)  # on the CPU: read below
+    per_batch = _REFS_PER_BATCH if dev.type == "cpu" else _REFS_PER_BATCH_ACCELERATOR
+    acc = torch.zeros(ph * pw, n * n, device=dev)  # weighted sums of filtered spectra
+    wsum = torch.zeros(ph * pw, device=dev)
     for k in torch.unique(size).tolist():
         members = (size == k).nonzero()[:, 0]
-        haar = _haar(k)
-        for start in range(0, len(members), _REFS_PER_BATCH):
-            sel = members[start : start + _REFS_PER_BATCH]
+        haar = _haar(k).to(dev)
+        for start in range(0, len(members), per_batch):
+            sel = members[start : start + per_batch]
             m = len(sel)
             b = best[sel, :k].T  # (k, m): the groups' j-th members together, so that the
             # Haar transform across each group is one matrix product for the whole batch
@@ -271,18 +331,43 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
             z = gain.mul_(noisy_t)
             if k > 1:
                 z = torch.mm(haar.T, z.view(k, -1))
-            z = (z.view(-1, n * n) @ d2).view(k, m, n * n).mul_(weight[:, None] * win2)
-            # 3. aggregation: sums per patch position, spread over the pixels by fold below
-            acc.index_add_(0, pos, z.view(-1, n * n))
+            # 3. aggregation: weighted sums of the filtered spectra per patch position; the
+            # inverse DCT is linear, so it runs once per position at the end, not per member
+            acc.index_add_(0, pos, z.view(k, m, n * n).mul_(weight[:, None]).view(-1, n * n))
             wsum.index_add_(0, pos, weight.expand(k, -1).reshape(-1))
-    del spec, x
-    num = F.fold(acc.T.contiguous()[None], (hp, wp), n)[0, 0]
+    del spec
+    num = _undct_patches(acc, ph, pw, win.to(dev))
     # the weights spread like the patches, by the window, an outer product: rows, then columns
-    by_rows = torch.zeros(hp, pw)
+    by_rows = torch.zeros(hp, pw, device=dev)
     for i in range(n):
         by_rows[i : i + ph].add_(wsum.view(ph, pw), alpha=float(win[i]))
-    den = torch.zeros(hp, wp)
+    den = torch.zeros(hp, wp, device=dev)
     for j in range(n):
         den[:, j : j + pw].add_(by_rows, alpha=float(win[j]))
     num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
     return torch.where(den > 0, num / den.clamp_min(1e-30), p)
+
+
+def _dct_patches(x: torch.Tensor) -> torch.Tensor:
+    """The 8x8 DCT of every patch of each plane of ``x`` (1, P, H, W): (1, 64 P, H-7, W-7),
+    channels-last; plane ``q``'s coefficient (u, v) (u down, v across) is channel
+    ``64 q + 8 v + u``."""
+    n, planes = PATCH, x.shape[1]
+    d = _dct(n).to(x.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    across = d.view(n, 1, 1, n).repeat(planes, 1, 1, 1)  # (8 P, 1, 1, 8): v for each plane
+    t = F.conv2d(x, across.contiguous(memory_format=torch.channels_last), groups=planes)
+    down = d.view(n, 1, n, 1).repeat(planes * n, 1, 1, 1)  # (64 P, 1, 8, 1): u for each v
+    return F.conv2d(t, down.contiguous(memory_format=torch.channels_last), groups=planes * n)
+
+
+def _undct_patches(spec: torch.Tensor, h: int, w: int, win: torch.Tensor) -> torch.Tensor:
+    """Each position's patch from its 64 coefficients (ordered as :func:`_dct_patches`
+    gives them, one row per position of an ``(h, w)`` grid), times the 2-D window
+    ``win x win``, summed where patches overlap: (h w, 64) -> (h + 7, w + 7)."""
+    n = PATCH
+    d = _dct(n).to(spec.device)
+    basis = d[None, :, :, None] * d[:, None, None, :]  # [v, u, i, j] = d[u, i] d[v, j]
+    basis = (basis * (win[:, None] * win[None, :])).reshape(n * n, n * n)
+    patches = torch.mm(basis.T, spec.T)  # (64, h w), rows contiguous as fold wants them
+    return F.fold(patches[None], (h + n - 1, w + n - 1), n)[0, 0]

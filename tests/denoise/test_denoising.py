@@ -635,8 +635,8 @@ def test_results_stream_while_the_next_image_is_being_denoised(tmp_path: Path) -
                 waited.append(first_received.wait(timeout=30))
             return x * self.scale
 
-    for name in ("a.png", "b.png"):
-        _make(tmp_path / "in" / name, np.full((8, 8), 50, np.uint8))
+    for name, side in (("a.png", 8), ("b.png", 9)):  # sizes apart: one forward pass each
+        _make(tmp_path / "in" / name, np.full((side, side), 50, np.uint8))
     results = denoise_images([tmp_path / "in"], tmp_path / "out", Gate().eval(), device="cpu")
     first = next(results)
     assert first.status == "written" and first.dst.exists()
@@ -648,14 +648,18 @@ def test_results_stream_while_the_next_image_is_being_denoised(tmp_path: Path) -
 def test_closing_the_results_early_stops_the_pipeline(tmp_path: Path) -> None:
     for i in range(20):
         _make(tmp_path / "in" / f"{i:02d}.png", np.full((8, 8), 50, np.uint8))
-    results = denoise_images([tmp_path / "in"], tmp_path / "out", create_model("test-identity"))
+    results = denoise_images(
+        [tmp_path / "in"], tmp_path / "out", create_model("test-identity"), workers=1, batch_size=2
+    )
     assert next(results).status == "written"
     results.close()  # the consumer stops: no thread is left running, no more files appear
     n = len(list((tmp_path / "out").iterdir()))
     import threading
 
     assert not [t for t in threading.enumerate() if t.name == "aetool-denoise"]
-    assert n <= 12 and len(list((tmp_path / "out").iterdir())) == n  # at most a few ahead
+    # at most a few ahead: results not yet handed out (2 workers' worth decoded ahead, a
+    # batch more for small images, one more: 5) and the batch of 2 whose writes had begun
+    assert n <= 8 and len(list((tmp_path / "out").iterdir())) == n
 
 
 def test_sixteen_bit_colour_png_keeps_its_icc_profile(tmp_path: Path) -> None:
@@ -987,3 +991,34 @@ def test_sixteen_bit_colour_png_keeps_exif_and_dpi(tmp_path: Path) -> None:
     width, height, data, _ = png.Reader(filename=str(r.dst)).read()
     out16 = np.vstack([np.asarray(row, np.uint16) for row in data]).reshape(height, width, 3)
     np.testing.assert_array_equal(out16, src)
+
+
+def test_small_images_of_one_size_share_forward_passes_with_the_serial_result(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(7)
+    scene = np.clip(np.add.outer(np.arange(40) * 4, np.arange(48) * 3), 0, 255)
+    for i in range(6):  # gray, then colour, of one size; then another size
+        _make(tmp_path / "in" / f"a{i}.png", _noisy_u8(scene, rng))
+    for i in range(2):
+        rgb = np.stack([_noisy_u8(scene, rng) for _ in range(3)], axis=-1)
+        _make(tmp_path / "in" / f"b{i}.png", rgb)
+    _make(tmp_path / "in" / "c.png", _noisy_u8(scene[:30, :30], rng))
+    model = load_model(bundled_model_path()).model
+    passes: list[int] = []
+    model.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
+    runs = {}
+    for batch in (8, 1):
+        out = tmp_path / f"out{batch}"
+        passes.clear()
+        rows = list(denoise_images([tmp_path / "in"], out, model, batch_size=batch, refine=True))
+        assert [r.status for r in rows] == ["written"] * 9 and all(r.refined for r in rows)
+        runs[batch] = (list(passes), {p.name: p.read_bytes() for p in out.iterdir()})
+    # batched: the six gray and two colour images (12 planes) in one pass, then the other
+    assert runs[8][0] == [12, 1]
+    assert runs[1][0] == [1] * 6 + [3] * 2 + [1]
+    assert runs[8][1] == runs[1][1]  # byte for byte
+
+
+def _noisy_u8(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(scene + rng.normal(0, 15, scene.shape), 0, 255).astype(np.uint8)

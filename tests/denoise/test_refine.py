@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +54,111 @@ def test_a_perfect_pilot_gives_nearly_the_truth() -> None:
     assert psnr(clean, out) > psnr(clean, noisy) + 8.0
 
 
-def test_tiles_give_the_whole_picture_result(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def threads() -> Iterator[Callable[[int], None]]:
+    """Set torch's thread count for the test; restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def _reference(noisy: np.ndarray, pilot: np.ndarray, sigma: float) -> np.ndarray:
+    """The algorithm of the module's notes, transcribed plainly in float64 numpy: one
+    reference patch at a time, its group, its transforms, its weighted patches added."""
+    n, r = refine.PATCH, refine.RADIUS
+    s2 = (sigma * refine.SIGMA_SCALE) ** 2
+    y, p = (np.pad(a.astype(np.float64), r, mode="reflect") for a in (noisy, pilot))
+    d = refine._dct(n).double().numpy()
+    win = np.kaiser(n, refine.KAISER_BETA)
+    win2 = win[:, None] * win[None, :]
+    num, den = np.zeros_like(y), np.zeros_like(y)
+    h, w = noisy.shape
+    offsets = [(dy, dx) for dy in range(-r, r + 1, refine.OFFSET_STEP)
+               for dx in range(-r, r + 1, refine.OFFSET_STEP)]  # fmt: skip
+    grids = []
+    for length in (h, w):
+        g, last = refine._grid(length)
+        grids.append(g + ([last] if last is not None else []))
+    for ry in grids[0]:
+        for rx in grids[1]:
+            at = [(ry + r + dy, rx + r + dx) for dy, dx in offsets]
+            ref = p[ry + r : ry + r + n, rx + r : rx + r + n]
+            dist = [((p[a : a + n, b : b + n] - ref) ** 2).mean() for a, b in at]
+            dist[offsets.index((0, 0))] = -1.0
+            order = np.argsort(dist, kind="stable")[: refine.GROUP]
+            count = max(1, sum(dist[i] <= refine.TAU for i in order))
+            k = 2 ** int(np.floor(np.log2(count)))
+            group = [at[i] for i in order[:k]]
+            haar = refine._haar(k).double().numpy()
+            spec = {
+                name: np.stack([d @ a[i : i + n, j : j + n] @ d.T for i, j in group])
+                for name, a in (("noisy", y), ("pilot", p))
+            }
+            noisy_t = np.einsum("ab,bij->aij", haar, spec["noisy"])
+            pilot_t = np.einsum("ab,bij->aij", haar, spec["pilot"])
+            gain = pilot_t**2 / (pilot_t**2 + s2)
+            weight = 1.0 / (s2 * (gain**2).sum())
+            z = np.einsum("ba,bij->aij", haar, gain * noisy_t)
+            for (i, j), coef in zip(group, z, strict=True):
+                num[i : i + n, j : j + n] += weight * win2 * (d.T @ coef @ d)
+                den[i : i + n, j : j + n] += weight * win2
+    num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
+    return np.where(den > 0, num / np.maximum(den, 1e-30), pilot)
+
+
+def test_equals_a_plain_transcription_of_the_algorithm(threads: Callable[[int], None]) -> None:
+    threads(1)
+    clean = (data.camera()[200:241, 100:159] / 255.0).astype(np.float32)
+    noisy = _noisy(clean, 0.08, seed=3)
+    pilot = gaussian_filter(noisy, 1.0)
+    expect = _reference(noisy, pilot, 0.08)
+    got = wiener_refine(noisy, pilot, 0.08)
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    assert np.abs(expect - pilot).max() > 0.01  # the reference did change the picture
+
+
+def test_strips_side_by_side_give_the_whole_plane_result(threads: Callable[[int], None]) -> None:
+    clean = (data.camera()[:150, :400] / 255.0).astype(np.float32)
+    noisy = _noisy(clean, 0.08, seed=2)
+    pilot = gaussian_filter(noisy, 1.0)
+    threads(1)
+    assert refine._tile_sides(150, 400, 1) == (150, 400)
+    whole = wiener_refine(noisy, pilot, 0.08)
+    threads(3)  # three strips across the width, of 135 px (a multiple of the step)
+    assert refine._tile_sides(150, 400, 3) == (150, 135)
+    calls: list[int] = []
+    strips = wiener_refine(noisy, pilot, 0.08, check=lambda: calls.append(1))
+    assert torch.get_num_threads() == 3  # restored after the strips ran one thread each
+    assert calls == [1]  # one round of three strips
+    np.testing.assert_allclose(strips, whole, atol=1e-5)
+    assert refine._tile_sides(100, 100, 4) == (100, 100)  # too small to be worth cutting
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_result(
+    threads: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads(1)
+    clean = (data.camera()[:300, :420] / 255.0).astype(np.float32)
+    noisy = _noisy(clean, 0.08, seed=4)
+    pilot = gaussian_filter(noisy, 1.0)
+    np.testing.assert_allclose(
+        wiener_refine(noisy, pilot, 0.08, device="cuda"),
+        wiener_refine(noisy, pilot, 0.08),
+        atol=1e-5,
+    )
+    monkeypatch.setattr(refine, "TILE", 99)  # tiled, on the GPU too
+    np.testing.assert_allclose(
+        wiener_refine(noisy, pilot, 0.08, device="cuda"),
+        wiener_refine(noisy, pilot, 0.08),
+        atol=1e-5,
+    )
+
+
+def test_tiles_give_the_whole_picture_result(
+    monkeypatch: pytest.MonkeyPatch, threads: Callable[[int], None]
+) -> None:
+    threads(1)  # one tile at a time, so one check a tile
     clean = (data.camera()[:150, :230] / 255.0).astype(np.float32)
     noisy = _noisy(clean, 0.08, seed=1)
     pilot = gaussian_filter(noisy, 1.0)
