@@ -36,6 +36,13 @@ NORMAL_COLOR = "#2b7bba"
 ANOMALY_COLOR = "#d7301f"
 #: Unlabelled images.
 OTHER_COLOR = "#7f7f7f"
+# Curves that are not one class (ROC, precision-recall): neither blue nor red.
+_CURVE_COLOR = "#5e3c99"
+#: Label names coloured as normal / anomalous in the latent map.
+_NORMAL_NAMES = frozenset({"0", "normal", "good", "ok"})
+_ANOMALY_NAMES = frozenset({"1", "anomaly", "anomalous"})
+# Class colours for other labels: tab10 without its blue, red and grey.
+_CLASS_PALETTE = [colormaps["tab10"](i) for i in (1, 2, 4, 5, 6, 8, 9)]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -130,7 +137,7 @@ def score_histogram_png(
     With labels, normal (0) and anomalous (1) images get their own histograms
     (plus ``unlabeled`` for ``None``); without, the scored images are shown
     against the validation scores the threshold was fitted on. Histograms are
-    normalised to density so groups of very different size stay comparable.
+    drawn as counts of images (on a log axis when one group is over 20x another).
 
     Args:
         scores: One score per image (higher = more anomalous).
@@ -155,7 +162,7 @@ def score_histogram_png(
             ("unlabeled", s[lab == -1], OTHER_COLOR),
         ]
     else:
-        groups = [("scored images", s, ANOMALY_COLOR)]
+        groups = [("scored images", s, OTHER_COLOR)]
         if val_scores is not None:
             groups.insert(
                 0, ("validation (normal)", np.asarray(val_scores, float).ravel(), NORMAL_COLOR)
@@ -177,20 +184,27 @@ def score_histogram_png(
             ax.hist(
                 v,
                 bins=bins.tolist(),
-                density=True,
                 alpha=0.55,
                 color=color,
                 edgecolor=color,
                 label=f"{name} (n={v.size})",
             )
+        sizes = [v.size for _, v, _ in groups]
+        if max(sizes) > 20 * min(sizes):
+            # Counts on a log axis, so a group 20x smaller than another still shows.
+            ax.set_yscale("log")
+            ax.set_ylabel("images (log scale)")
+        else:
+            ax.set_ylabel("images")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
+        ax.set_ylabel("images")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold {threshold:.4g}")
     if everything.size or threshold is not None:
         ax.legend(frameon=False)
     ax.set_xlabel(f"anomaly score ({score_kind})")
-    ax.set_ylabel("density")
     ax.set_title("Score distribution")
     ax.grid(alpha=0.3)
     return _figure_png(fig)
@@ -228,7 +242,7 @@ def roc_pr_png(scores: Any, labels: Sequence[int | None]) -> bytes:
 
     fig = _figure(11.0, 4.4)
     ax_roc, ax_pr = fig.subplots(1, 2)
-    ax_roc.plot(fpr, tpr, color=ANOMALY_COLOR, lw=2, label=f"ROC AUC = {roc_auc:.3f}")
+    ax_roc.plot(fpr, tpr, color=_CURVE_COLOR, lw=2, label=f"ROC AUC = {roc_auc:.3f}")
     ax_roc.plot([0, 1], [0, 1], color="#999999", ls=":", lw=1, label="chance")
     ax_roc.set(
         xlabel="false positive rate",
@@ -238,7 +252,7 @@ def roc_pr_png(scores: Any, labels: Sequence[int | None]) -> bytes:
         ylim=(0, 1.02),
     )
     prevalence = float(y.mean())
-    ax_pr.step(recall, precision, where="post", color=NORMAL_COLOR, lw=2, label=f"AP = {ap:.3f}")
+    ax_pr.step(recall, precision, where="post", color=_CURVE_COLOR, lw=2, label=f"AP = {ap:.3f}")
     ax_pr.axhline(prevalence, color="#999999", ls=":", lw=1, label=f"chance ({prevalence:.2f})")
     ax_pr.set(
         xlabel="recall",
@@ -303,15 +317,15 @@ def latent_map_png(
     fig = _figure(7.4, 5.6)
     ax = fig.add_subplot()
     if labels is None or all(v is None for v in labels):
-        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.7, color=NORMAL_COLOR, linewidths=0)
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.7, color=OTHER_COLOR, linewidths=0)
     else:
         names = ["unlabeled" if v is None else str(v) for v in labels]
         order = sorted(set(names), key=_natural_key)
-        cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
         arr = np.array(names)
-        for i, name in enumerate(order):
+        others = iter(_CLASS_PALETTE * (1 + len(order) // len(_CLASS_PALETTE)))
+        for name in order:
             m = arr == name
-            color = OTHER_COLOR if name == "unlabeled" else cmap(i % cmap.N)
+            color = _label_color(name, others)
             ax.scatter(
                 xy[m, 0],
                 xy[m, 1],
@@ -335,6 +349,18 @@ def latent_map_png(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _figure_png(fig)
+
+
+def _label_color(name: str, others: Any) -> Any:
+    """Normal blue, anomalous red, unlabelled grey (as in every chart); other classes in turn."""
+    key = name.lower()
+    if key == "unlabeled":
+        return OTHER_COLOR
+    if key in _NORMAL_NAMES:
+        return NORMAL_COLOR
+    if key in _ANOMALY_NAMES:
+        return ANOMALY_COLOR
+    return next(others)
 
 
 def _natural_key(name: str) -> tuple[int, float | str]:

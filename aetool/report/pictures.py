@@ -26,7 +26,12 @@ __all__ = [
     "GRID_BACKGROUND",
     "GRID_PAD",
     "HEATMAP_COLORMAP",
+    "PANEL_MAX_SIZE",
+    "PANEL_MIN_SIZE",
+    "colorbar",
+    "contour",
     "heatmap_overlay",
+    "heatmap_panel",
     "image_grid",
     "png_bytes",
     "reconstruction_grid",
@@ -268,3 +273,162 @@ def save_png(img_or_bytes: Image.Image | bytes, path: str | os.PathLike[str]) ->
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, data)
     return dest
+
+
+# ---------------------------------------------------------------------------
+# Heatmap panels: image | ground truth | error map | overlay, with a colour bar
+
+#: Shortest a panel cell's longer side is drawn (tiny images are enlarged, nearest neighbour).
+PANEL_MIN_SIZE = 256
+#: Longest a panel cell's longer side is drawn (larger images are shrunk, box filter).
+PANEL_MAX_SIZE = 1024
+_CONTOUR_COLOR = (255, 255, 255)
+_BAR_WIDTH = 14
+
+
+def _colored_map(err: np.ndarray, vmax: float | None) -> np.ndarray:
+    """The error map alone in the overlay's colours, float RGB ``(H, W, 3)``."""
+    top = float(vmax) if vmax is not None else float(err.max(initial=0.0))
+    norm = np.clip(err / top, 0.0, 1.0) if top > 0 else np.zeros_like(err)
+    return colormaps[HEATMAP_COLORMAP](0.85 * norm)[..., :3]
+
+
+def _cell_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(height, width) of a cell: integer enlargement up to ``min_size``, shrink to ``max_size``."""
+    long = max(h, w)
+    if long < min_size:
+        k = -(-min_size // long)
+        return h * k, w * k
+    if long > max_size:
+        return _fit_size(h, w, max_size)
+    return h, w
+
+
+def _resize_to(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
+    h, w = hw
+    if img.size == (w, h):
+        return img
+    resample = Image.Resampling.NEAREST if w >= img.width else Image.Resampling.BOX
+    return img.resize((w, h), resample)
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a boolean mask: inside pixels with an outside 4-neighbour.
+
+    Pixels on the image border count as boundary when inside, so a region
+    touching the edge is closed.
+    """
+    m = np.asarray(mask, dtype=bool)
+    p = np.pad(m, 1, constant_values=False)
+    interior = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return m & ~interior
+
+
+def _draw_contour(cell: Image.Image, err: np.ndarray, threshold: float) -> Image.Image:
+    above = Image.fromarray(np.asarray(err >= threshold, dtype=np.uint8) * 255, "L")
+    above = above.resize(cell.size, Image.Resampling.NEAREST)
+    edge = contour(np.asarray(above) > 127)
+    arr = np.array(cell)
+    arr[edge] = _CONTOUR_COLOR
+    return Image.fromarray(arr, "RGB")
+
+
+def colorbar(height: int, vmax: float | None, pixel_threshold: float | None = None) -> Image.Image:
+    """A vertical colour bar of the heatmap colours, 0 at the bottom, ``vmax`` at the top.
+
+    Tick labels give 0 and ``vmax`` (``max`` when each map uses its own maximum);
+    a white line and label mark the pixel threshold.
+    """
+    font = _font(11)
+    labels = ["0", f"{vmax:.3g}" if vmax else "max"]
+    if pixel_threshold is not None and vmax:
+        labels.append(f"{pixel_threshold:.3g}")
+    text_w = max(round(font.getlength(t)) for t in labels) + 6
+    width = _BAR_WIDTH + text_w + 2
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    ramp = np.linspace(1.0, 0.0, max(height - 12, 2))[:, None]
+    rgb = colormaps[HEATMAP_COLORMAP](0.85 * ramp)[..., :3]
+    bar = Image.fromarray((np.repeat(rgb, _BAR_WIDTH, axis=1) * 255 + 0.5).astype(np.uint8), "RGB")
+    img.paste(bar, (0, 6))
+    draw = ImageDraw.Draw(img)
+    dark = (30, 30, 30)
+    draw.text((_BAR_WIDTH + 4, 6), labels[1], fill=dark, font=font, anchor="lm")
+    draw.text((_BAR_WIDTH + 4, height - 6), "0", fill=dark, font=font, anchor="lm")
+    if pixel_threshold is not None and vmax:
+        frac = min(max(pixel_threshold / vmax, 0.0), 1.0)
+        y = round(6 + (1 - frac) * (bar.height - 1))
+        draw.line([(0, y), (_BAR_WIDTH - 1, y)], fill=_CONTOUR_COLOR, width=2)
+        draw.text((_BAR_WIDTH + 4, y), labels[2], fill=dark, font=font, anchor="lm")
+    return img
+
+
+def heatmap_panel(
+    image: Any,
+    error_map: Any,
+    *,
+    vmax: float | None = None,
+    pixel_threshold: float | None = None,
+    mask: Any | None = None,
+    min_size: int = PANEL_MIN_SIZE,
+    max_size: int = PANEL_MAX_SIZE,
+) -> Image.Image:
+    """An anomalib-style panel: image | ground truth | error map | overlay, and a colour bar.
+
+    The ground-truth cell appears only when ``mask`` is given. Map and overlay
+    share one colour scale (0 to ``vmax``, see :func:`heatmap_overlay`) shown
+    by the colour bar on the right; with ``pixel_threshold`` a white contour
+    outlines the pixels at or above it, on the map and on the overlay. Cells
+    are enlarged (nearest neighbour, integer factor) so their longer side is
+    at least ``min_size``, and shrunk to ``max_size`` at most.
+
+    Args:
+        image: ``(C, H, W)`` or ``(H, W)`` floats in ``[0, 1]``.
+        error_map: ``(H, W)`` errors for the same pixels.
+        vmax: error drawn full red; default the map's own maximum.
+        pixel_threshold: error level outlined by the contour.
+        mask: ``(H, W)`` ground truth (non-zero = anomalous), or None.
+        min_size, max_size: bounds of a cell's longer side, in pixels.
+
+    Returns:
+        An RGB image: a title row, the cells side by side and the colour bar.
+
+    Raises:
+        ValueError: the error map or the mask does not match the image.
+    """
+    img = _as_array(image)
+    img = img[None] if img.ndim == 2 else img
+    err = np.nan_to_num(_as_array(error_map), nan=0.0)
+    err = err[0] if err.ndim == 3 and err.shape[0] == 1 else err
+    if err.shape != img.shape[1:]:
+        raise ValueError(f"error map shape {err.shape} does not match image shape {img.shape}")
+    hw = _cell_size(int(err.shape[0]), int(err.shape[1]), min_size, max_size)
+    cells: list[tuple[str, Image.Image]] = [("image", _resize_to(to_image(img), hw))]
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != err.shape:
+            raise ValueError(f"mask shape {m.shape} does not match image shape {img.shape}")
+        cells.append(("ground truth", _resize_to(to_image((m > 0).astype(np.float32)), hw)))
+    colored = (_colored_map(err, vmax) * 255 + 0.5).astype(np.uint8)
+    heat = _resize_to(Image.fromarray(colored, "RGB"), hw)
+    over = _resize_to(heatmap_overlay(img, err, vmax), hw)
+    if pixel_threshold is not None:
+        heat = _draw_contour(heat, err, pixel_threshold)
+        over = _draw_contour(over, err, pixel_threshold)
+    cells += [("error map", heat), ("overlay", over)]
+    return _lay_out_panel(cells, colorbar(hw[0], vmax, pixel_threshold))
+
+
+def _lay_out_panel(cells: list[tuple[str, Image.Image]], bar: Image.Image) -> Image.Image:
+    font = _font(13)
+    title_h = 20
+    h, w = cells[0][1].height, cells[0][1].width
+    width = GRID_PAD + len(cells) * (w + GRID_PAD) + bar.width + GRID_PAD
+    out = Image.new("RGB", (width, title_h + h + 2 * GRID_PAD), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    for i, (title, cell) in enumerate(cells):
+        x0 = GRID_PAD + i * (w + GRID_PAD)
+        draw.text((x0 + w / 2, GRID_PAD + title_h / 2), title, fill=(30, 30, 30), font=font,
+                  anchor="mm")  # fmt: skip
+        out.paste(cell, (x0, GRID_PAD + title_h))
+    out.paste(bar, (GRID_PAD + len(cells) * (w + GRID_PAD), GRID_PAD + title_h))
+    return out
