@@ -44,6 +44,8 @@ _EXPORTS = {
     "read_metadata": "aetool.models.file",
     "score_images": "aetool.anomaly.pipeline",
     "ScoreRun": "aetool.anomaly.pipeline",
+    "AnomalyDetector": "aetool.anomaly.detector",
+    "export_model": "aetool.models.export",
     "ScoreOptions": "aetool.anomaly.options",
     "ScoreSummary": "aetool.anomaly.summary",
     "SCORE_KINDS": "aetool.anomaly.scores",

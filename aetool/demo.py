@@ -124,7 +124,7 @@ def run_demo(
     """
     from aetool.anomaly.pipeline import score_images
     from aetool.denoise.pipeline import DenoiseSummary, denoise_images
-    from aetool.latents import encode_latents, folder_labels, interpolate, latent_map, strip_image
+    from aetool.latents import encode_latents, folder_labels, interpolation_strip, latent_map
     from aetool.models.file import load_model
     from aetool.report.collect import build_report
     from aetool.report.html import write_report
@@ -172,7 +172,7 @@ def run_demo(
         sorted((folders["digits"] / "0").iterdir())[0],
         sorted((folders["digits"] / "1").iterdir())[0],
     )
-    strip_image(interpolate(model, a, b, steps=7)).save(root / "interpolation.png")
+    interpolation_strip(model, a, b, steps=7).save(root / "interpolation.png")
     out["latent codes"] = f"{root / 'codes.csv'} ({len(pairs)} x {codes.shape[1]})"
     out["latent map"] = root / "latent-map.png"
     out["interpolation"] = root / "interpolation.png"

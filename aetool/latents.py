@@ -31,6 +31,7 @@ __all__ = [
     "encode_latents",
     "folder_labels",
     "interpolate",
+    "interpolation_strip",
     "latent_map",
     "model_preprocessing",
     "require_vector_latent",
@@ -204,29 +205,69 @@ def interpolate(
     return frames.float().cpu().numpy()
 
 
-def strip_image(frames: np.ndarray, min_height: int = 64, gap: int = 1) -> Image.Image:
+def strip_image(
+    frames: np.ndarray,
+    min_height: int = 64,
+    gap: int = 1,
+    ends: np.ndarray | None = None,
+    end_gap: int = 6,
+) -> Image.Image:
     """Lay frames side by side in one image, scaled up (nearest neighbour) to ``min_height``.
 
     Args:
         frames: ``(N, C, H, W)`` floats in [0, 1], C 1 or 3.
         min_height: tiny images are enlarged by an integer factor to at least this height.
         gap: white pixels between frames (after scaling).
+        ends: optional ``(2, C, H, W)`` images drawn first and last, apart from the
+            frames by ``end_gap`` grey pixels (the real A and B of an interpolation).
+        end_gap: width of the grey separators around the frames when ``ends`` is given.
     """
     f = np.clip(np.asarray(frames, dtype=np.float32), 0, 1)
     if f.ndim != 4 or f.shape[1] not in (1, 3):
         raise ValueError(f"frames must be (N, C, H, W) with C 1 or 3, got {f.shape}")
     n, c, h, w = f.shape
+    tiles = list(f)
+    seps = [gap] * (n - 1)
+    if ends is not None:
+        e = np.clip(np.asarray(ends, dtype=np.float32), 0, 1)
+        if e.shape != (2, c, h, w):
+            raise ValueError(f"ends must be (2, {c}, {h}, {w}), got {e.shape}")
+        tiles = [e[0], *tiles, e[1]]
+        seps = [end_gap, *seps, end_gap]
     scale = max(1, math.ceil(min_height / h))
-    u8 = np.round(f * 255).astype(np.uint8)
+    u8 = np.round(np.stack(tiles) * 255).astype(np.uint8)
     u8 = u8.repeat(scale, axis=2).repeat(scale, axis=3)
     hs, ws = h * scale, w * scale
-    canvas = np.full((c, hs, n * ws + (n - 1) * gap), 255, np.uint8)
-    for i in range(n):
-        x0 = i * (ws + gap)
-        canvas[:, :, x0 : x0 + ws] = u8[i]
+    canvas = np.full((c, hs, len(tiles) * ws + sum(seps)), 255, np.uint8)
+    x0 = 0
+    for i, tile in enumerate(u8):
+        canvas[:, :, x0 : x0 + ws] = tile
+        x0 += ws
+        if i < len(seps):
+            if ends is not None and i in (0, len(seps) - 1):
+                canvas[:, :, x0 : x0 + seps[i]] = 128
+            x0 += seps[i]
     if c == 1:
         return Image.fromarray(canvas[0])
     return Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 2, 0)))
+
+
+def interpolation_strip(
+    model: AutoEncoder | LoadedModel,
+    a: str | os.PathLike[str] | np.ndarray,
+    b: str | os.PathLike[str] | np.ndarray,
+    steps: int = 7,
+    min_height: int = 64,
+) -> Image.Image:
+    """The real A, the decoded frames from A's code to B's, and the real B, in one strip.
+
+    A and B are shown as the model sees them (its channels and size), apart
+    from the frames by grey separators; the first and last frames are their
+    reconstructions.
+    """
+    frames = interpolate(model, a, b, steps)
+    ends = torch.cat([prepare_for_model(model, a), prepare_for_model(model, b)]).numpy()
+    return strip_image(frames, min_height=min_height, ends=ends)
 
 
 def folder_labels(relpaths: Sequence[str]) -> list[Any]:

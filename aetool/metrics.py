@@ -49,7 +49,8 @@ def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch
 
 def gaussian_blur(x: Tensor, size: int, sigma: float) -> Tensor:
     """Separable Gaussian blur per channel with reflect padding (same size out)."""
-    c = x.shape[1]
+    # A plain int, so an exported graph (aetool.models.export) gets a constant kernel shape.
+    c = int(x.shape[1])
     # Shrink the window on tiny images: reflect padding needs pad < side.
     smallest = min(x.shape[-2:])
     if smallest < size:

@@ -1,16 +1,19 @@
-"""Heatmaps: error maps drawn over the images they came from, one PNG per image.
+"""Heatmaps: error maps drawn over the images they came from, one PNG panel per image.
 
 An error map lives on the model's grid (its input size, after the resize
 mode of training); a heatmap is drawn on the original image, so the map is
 brought back onto the original pixel grid first (:func:`map_to_original`,
-undoing a centre crop where the model crops). All heatmaps of a run share one
-colour scale (:func:`heatmap_vmax`) so their colours compare across images.
-Output names mirror the input's relative path (:func:`heatmap_names`).
+undoing a centre crop where the model crops). Each PNG is a panel
+(:func:`aetool.report.pictures.heatmap_panel`): image | ground truth (when a
+mask is known) | error map | overlay, with a colour bar and the pixel
+threshold's contour. Every heatmap of a model, here and in the HTML report,
+uses the model's one colour scale (:func:`aetool.anomaly.mapscale.map_scale`),
+so colours compare across images and commands. Output names mirror the
+input's relative path (:func:`heatmap_names`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from aetool.anomaly.labels import scored_root
+from aetool.anomaly.mapscale import MapScale, map_scale
 from aetool.data.decode import decode_image
 from aetool.data.inputs import ImageRef
 from aetool.files import atomic_path, check_output
@@ -105,15 +109,20 @@ def map_to_original(
 
 
 def heatmap_vmax(model: LoadedModel, score_kind: str) -> float | None:
-    """One colour scale for every image of a run (``None``: each map's own maximum).
+    """The error drawn full red in every heatmap of the model (``None``: each map's maximum)."""
+    return map_scale(model.metadata, score_kind).vmax
 
-    Full red at the largest smoothed local error of any normal validation
-    image, or 1.0 for ``1 - SSIM`` maps.
-    """
-    if score_kind == "ssim":
-        return 1.0
-    local = [v for v in model.validation_scores("max-local") if math.isfinite(v)]
-    return max(local) if local and max(local) > 0 else None
+
+def _load_mask(path: Path, hw: tuple[int, int]) -> np.ndarray | None:
+    """A ground-truth mask on the image's own grid, or None when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            m = img.convert("L")
+            if m.size != (hw[1], hw[0]):
+                m = m.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
+            return np.asarray(m) > 0
+    except (OSError, ValueError):
+        return None
 
 
 def write_heatmap(
@@ -125,22 +134,31 @@ def write_heatmap(
     alpha_background: str,
     resize: str,
     size: tuple[int, int] | None,
-    vmax: float | None,
+    scale: MapScale,
+    mask_path: Path | None = None,
     overwrite: bool = True,
     root: Path | None = None,
 ) -> None:
-    """Write the overlay of a model-grid error map on its original image to ``target``.
+    """Write the heatmap panel of a model-grid error map on its original image to ``target``.
 
     The image is decoded again at its own size (``channels`` and
     ``alpha_background`` as the model's preprocessing); ``resize`` and
-    ``size`` say how the map's grid was cut from it.
+    ``size`` say how the map's grid was cut from it. ``scale`` is the
+    model's colour scale and pixel threshold; ``mask_path`` a ground-truth
+    mask to show beside it.
 
     Raises:
         OutputError: ``target`` is the input image itself, exists (without
             ``overwrite``) or leads out of ``root`` through a symbolic link.
     """
+    from aetool.report.pictures import heatmap_panel
+
     check_output(target, inputs=[ref.path], overwrite=overwrite, root=root)
     image = decode_image(ref.path, channels=channels, alpha_background=alpha_background)
     full = map_to_original(emap, image.shape[1:], resize, size)
+    mask = _load_mask(mask_path, image.shape[1:]) if mask_path is not None else None
+    panel = heatmap_panel(
+        image, full, vmax=scale.vmax, pixel_threshold=scale.pixel_threshold, mask=mask
+    )
     with atomic_path(target, overwrite=overwrite, root=root) as tmp:
-        overlay(image, full, vmax).save(tmp, format="PNG")
+        panel.save(tmp, format="PNG")

@@ -49,8 +49,9 @@ from aetool.anomaly.evaluation import (
     PIXEL_AUC_MAX_PIXELS,
     load_mask,
 )
-from aetool.anomaly.heatmaps import heatmap_names, heatmap_vmax, write_heatmap
+from aetool.anomaly.heatmaps import heatmap_names, write_heatmap
 from aetool.anomaly.labels import find_mask, infer_labels, label_key, match_labels
+from aetool.anomaly.mapscale import MapScale, map_scale
 from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.results import ScoreRow, build_score_row
 from aetool.anomaly.scores import error_maps, reduce_maps
@@ -323,7 +324,7 @@ class ScoreRun:
         pre = _Preprocessing.of(self.model)
         label_of = dict(zip(self.refs, self.labels, strict=True))
         names = heatmap_names(self.refs) if self.heatmap_dir is not None else None
-        vmax = heatmap_vmax(self.model, self.score_kind)
+        scale = map_scale(self.model.metadata, self.score_kind)
         pix_budget = max(64, PIXEL_AUC_MAX_PIXELS // max(1, len(self.refs)))
         rng = np.random.default_rng(0)
         chunks = _decode_chunks(self.refs, pre, self.options.batch_size)
@@ -345,7 +346,7 @@ class ScoreRun:
                     s, emap = scores[d.ref]
                     row = self._row(str(d.ref.path), s, label, None)
                     if names is not None:
-                        self._write_heatmap(d.ref, emap, names(d.ref), pre, vmax)
+                        self._write_heatmap(d.ref, emap, names(d.ref), pre, scale)
                     if self.options.masks:
                         self._add_pixels(d.ref, emap, label, pre, pix_budget, rng)
                 self.summary.add(row)
@@ -369,8 +370,13 @@ class ScoreRun:
             for d, score, emap in zip(group, s.cpu().tolist(), maps_np, strict=True):
                 yield d, float(score), emap
 
+    def _mask_path(self, ref: ImageRef) -> Path | None:
+        if self.masks_dir is not None:
+            return find_mask(ref.relpath, None, self.masks_dir)
+        return find_mask(ref.path, None)
+
     def _write_heatmap(
-        self, ref: ImageRef, emap: np.ndarray, name: str, pre: _Preprocessing, vmax: float | None
+        self, ref: ImageRef, emap: np.ndarray, name: str, pre: _Preprocessing, scale: MapScale
     ) -> None:
         assert self.heatmap_dir is not None
         write_heatmap(
@@ -381,7 +387,8 @@ class ScoreRun:
             alpha_background=pre.alpha,
             resize=pre.resize,
             size=pre.size,
-            vmax=vmax,
+            scale=scale,
+            mask_path=self._mask_path(ref) if self.options.masks else None,
             overwrite=self.options.overwrite,
             root=self.heatmap_dir,
         )
@@ -395,10 +402,7 @@ class ScoreRun:
         budget: int,
         rng: np.random.Generator,
     ) -> None:
-        if self.masks_dir is not None:
-            mask_path = find_mask(ref.relpath, None, self.masks_dir)
-        else:
-            mask_path = find_mask(ref.path, None)
+        mask_path = self._mask_path(ref)
         if mask_path is None:
             # No mask: all-normal for a normal image (and, with an explicit mask
             # folder, for an unlabelled one); an anomaly without a mask is left out.

@@ -45,12 +45,13 @@ def interpolate_cmd(
 ) -> None:
     """Encode images A and B, decode evenly spaced points between their codes, write a PNG strip.
 
-    The first frame is the reconstruction of A, the last that of B. Prints the
-    PNG's path.
+    The strip shows the real A (as the model sees it), a grey separator, the
+    frames (the first is the reconstruction of A, the last that of B), a grey
+    separator and the real B. Prints the PNG's path.
     """
     from aetool.devices import resolve_device
     from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
-    from aetool.latents import interpolate, strip_image
+    from aetool.latents import interpolation_strip
     from aetool.models.file import load_model
 
     refuse_existing(output, overwrite)
@@ -59,8 +60,7 @@ def interpolate_cmd(
     check_output(output, inputs=[a, b], reads=[model_path], overwrite=overwrite)
     console = make_err_console(quiet)
     loaded = load_model(model_path, device=resolve_device(device))
-    frames = interpolate(loaded, a, b, steps)
-    img = strip_image(frames, min_height=min_height)
+    img = interpolation_strip(loaded, a, b, steps, min_height=min_height)
     with atomic_path(output, overwrite=overwrite) as tmp:
         img.save(tmp, format="PNG")
     console.print(plain(f"Wrote {steps} frames ({img.width}x{img.height} px) from {a} to {b}"))

@@ -19,6 +19,7 @@ from aetool import __version__
 from aetool.cli.demo import demo_cmd
 from aetool.cli.denoise import denoise_cmd
 from aetool.cli.export import export_cmd
+from aetool.cli.export_model import export_model_cmd
 from aetool.cli.info import info_cmd
 from aetool.cli.interpolate import interpolate_cmd
 from aetool.cli.latent_map import latent_map_cmd
@@ -79,7 +80,7 @@ def cli() -> None:
 
 for _command in (
     train_cmd, score_cmd, denoise_cmd, export_cmd, interpolate_cmd, latent_map_cmd,
-    report_cmd, info_cmd, demo_cmd,
+    report_cmd, info_cmd, demo_cmd, export_model_cmd,
 ):  # fmt: skip
     cli.add_command(_command)
 

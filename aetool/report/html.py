@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from aetool.errors import OutputError
 from aetool.files import atomic_write_bytes, check_output
@@ -24,12 +25,14 @@ from aetool.report import plots
 from aetool.report.data import ReportData, lookup
 from aetool.report.sections import (
     esc,
+    esc_path,
+    extreme_panel,
     extremes_section,
     latent_section,
     model_section,
     reconstructions_section,
+    report_scale,
     scores_section,
-    shared_vmax,
     summary_table,
 )
 
@@ -75,19 +78,24 @@ def render_figures(data: ReportData) -> dict[str, bytes]:
             figs["roc_pr.png"] = plots.roc_pr_png(data.scores, data.labels)
     if data.latent_codes is not None and np.size(data.latent_codes):
         figs["latent_map.png"] = plots.latent_map_png(data.latent_codes, data.latent_labels)
-    vmax = shared_vmax([*data.top_anomalous, *data.top_normal])
+    scale = report_scale(data)
     for name, items in (("top_anomalous", data.top_anomalous), ("top_normal", data.top_normal)):
         if items:
-            images = np.stack([np.asarray(it.image, dtype=np.float32) for it in items])
-            heat = [
-                np.asarray(plots.heatmap_overlay(it.image, it.error_map, vmax), np.float32) / 255
-                for it in items
-            ]
-            grid = plots.image_grid(
-                [images, np.stack(heat).transpose(0, 3, 1, 2)], ["image", "error"]
+            figs[f"{name}.png"] = plots.png_bytes(
+                _stack([extreme_panel(it, scale) for it in items])
             )
-            figs[f"{name}.png"] = plots.png_bytes(grid)
     return figs
+
+
+def _stack(panels: list[Image.Image]) -> Image.Image:
+    """Panels one above the other on white."""
+    width = max(p.width for p in panels)
+    out = Image.new("RGB", (width, sum(p.height for p in panels)), (255, 255, 255))
+    y = 0
+    for p in panels:
+        out.paste(p, (0, y))
+        y += p.height
+    return out
 
 
 _CSS = """
@@ -98,7 +106,7 @@ body { margin:0; background:var(--bg); color:var(--fg);
        font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
 header { background:#1f2d3d; color:#fff; padding:20px 32px 14px; }
 header h1 { margin:0 0 4px; font-size:24px; font-weight:600; }
-header .sub { color:#c4cfdb; font-size:13px; word-break:break-all; }
+header .sub { color:#c4cfdb; font-size:13px; overflow-wrap:break-word; }
 nav { margin-top:12px; }
 nav a { color:#e2ebf5; text-decoration:none; margin-right:18px; font-size:14px; }
 nav a:hover { text-decoration:underline; }
@@ -111,7 +119,7 @@ h3 { margin:18px 0 8px; font-size:15px; font-weight:600; color:#334; }
 table { border-collapse:collapse; font-size:14px; }
 table.kv th { text-align:left; font-weight:500; color:var(--muted); padding:3px 18px 3px 0;
               vertical-align:top; white-space:nowrap; }
-table.kv td { padding:3px 0; word-break:break-word; }
+table.kv td { padding:3px 0; overflow-wrap:break-word; }
 table.grid td, table.grid th { border:1px solid var(--line); padding:4px 12px; text-align:right; }
 table.grid th { background:#f0f3f6; font-weight:500; }
 .cols { display:flex; flex-wrap:wrap; gap:8px 48px; }
@@ -126,12 +134,11 @@ img.px { image-rendering:pixelated; image-rendering:crisp-edges; }
       padding:6px 10px; margin:8px 0; }
 .note { color:var(--muted); font-size:13px; }
 .gallery { display:flex; flex-wrap:wrap; gap:14px; }
-.card { width:252px; border:1px solid var(--line); border-radius:6px; padding:8px;
-        background:#fbfcfd; }
-.card .pair { display:flex; gap:6px; }
-.card .pair img { width:115px; height:115px; object-fit:contain; background:#000; }
+.card { width:460px; max-width:100%; border:1px solid var(--line); border-radius:6px;
+        padding:8px; background:#fbfcfd; }
+.card img.panel { width:100%; height:auto; }
 .card .path { font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
-              word-break:break-all; margin-top:6px; color:#333; }
+              overflow-wrap:break-word; margin-top:6px; color:#333; }
 .card .meta { margin-top:4px; }
 .card .badge { margin-left:0; margin-right:6px; }
 .flag, .okc { font-size:13px; margin-right:6px; }
@@ -158,7 +165,7 @@ def _build(data: ReportData) -> tuple[str, dict[str, bytes]]:
     )
     sub = []
     if data.model_path:
-        sub.append(esc(data.model_path))
+        sub.append(esc_path(data.model_path))
     if data.created:
         sub.append(esc(data.created))
     page = (

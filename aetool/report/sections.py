@@ -15,12 +15,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from aetool.report import plots
+from aetool.anomaly.mapscale import MapScale, map_scale
+from aetool.report import pictures
 from aetool.report.data import ExtremeItem, ReportData, lookup
 
 __all__ = [
     "esc",
+    "esc_path",
+    "report_scale",
     "extremes_section",
     "latent_section",
     "model_section",
@@ -40,6 +44,12 @@ MAX_SKIPPED_SHOWN = 10
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def esc_path(value: Any) -> str:
+    """A path HTML-escaped, with line-break opportunities after each separator only,
+    so a long path wraps between names rather than inside one."""
+    return esc(value).replace("/", "/<wbr>").replace("\\", "\\<wbr>")
 
 
 def _fmt(value: Any) -> str:
@@ -76,17 +86,28 @@ def _na(reason: str) -> str:
     return f'<p class="na">Not available: {esc(reason)}</p>'
 
 
-def _extreme_images(item: ExtremeItem, vmax: float | None) -> tuple[bytes, bytes]:
-    image = plots.upscale(plots.to_image(item.image), THUMB_SIZE)
-    heat = plots.upscale(plots.heatmap_overlay(item.image, item.error_map, vmax), THUMB_SIZE)
-    return plots.png_bytes(image), plots.png_bytes(heat)
+def extreme_panel(item: ExtremeItem, scale: MapScale, min_size: int = THUMB_SIZE) -> Image.Image:
+    """The heatmap panel of one extreme image on the report's colour scale."""
+    return pictures.heatmap_panel(
+        item.image, item.error_map, vmax=scale.vmax, pixel_threshold=scale.pixel_threshold,
+        min_size=min_size,
+    )  # fmt: skip
 
 
 def shared_vmax(items: Sequence[ExtremeItem]) -> float | None:
-    """One colour scale for all heatmaps so colours compare across images."""
+    """The largest error among the maps shown: the scale when the model records none."""
     tops = [float(np.nanmax(np.asarray(it.error_map))) for it in items if np.size(it.error_map)]
     tops = [t for t in tops if math.isfinite(t) and t > 0]
     return max(tops) if tops else None
+
+
+def report_scale(data: ReportData) -> MapScale:
+    """The model's colour scale and pixel threshold (as ``aetool score --heatmaps`` uses)."""
+    scale = map_scale(data.metadata, data.score_kind)
+    if scale.vmax is None:
+        items = [*data.top_anomalous, *data.top_normal]
+        return MapScale(shared_vmax(items), None, "largest error shown")
+    return scale
 
 
 def summary_table(data: ReportData) -> str:
@@ -94,7 +115,7 @@ def summary_table(data: ReportData) -> str:
     pre = lookup(md, "preprocessing") or {}
     rows: list[tuple[str, str]] = []
     if data.model_path:
-        rows.append(("model file", f"<code>{esc(data.model_path)}</code>"))
+        rows.append(("model file", f"<code>{esc_path(data.model_path)}</code>"))
     if md.get("arch"):
         rows.append(("architecture", esc(md["arch"])))
     if isinstance(pre, Mapping) and pre.get("height") and pre.get("width"):
@@ -200,7 +221,7 @@ def model_section(data: ReportData, figs: Mapping[str, bytes]) -> str:
     skipped = tr.get("skipped") or []
     if skipped:
         items = "".join(
-            f"<li><code>{esc(lookup(s, 'path') or s)}</code>: {esc(lookup(s, 'reason') or '')}</li>"
+            f"<li><code>{esc_path(lookup(s, 'path') or s)}</code>: {esc(lookup(s, 'reason') or '')}</li>"
             for s in skipped[:MAX_SKIPPED_SHOWN]
         )
         more = len(skipped) - MAX_SKIPPED_SHOWN
@@ -304,10 +325,10 @@ def _finite_scores(scores: Any) -> np.ndarray:
     return s[np.isfinite(s)]
 
 
-def _cards(items: Sequence[ExtremeItem], threshold: float | None, vmax: float | None) -> str:
+def _cards(items: Sequence[ExtremeItem], threshold: float | None, scale: MapScale) -> str:
     cards = []
     for rank, it in enumerate(items, 1):
-        image_png, heat_png = _extreme_images(it, vmax)
+        panel_png = pictures.png_bytes(extreme_panel(it, scale))
         flag = ""
         if threshold is not None:
             flag = (
@@ -320,34 +341,37 @@ def _cards(items: Sequence[ExtremeItem], threshold: float | None, vmax: float | 
             label = f'<span class="badge">label: {"anomalous" if it.label else "normal"}</span>'
         cards.append(
             '<div class="card">'
-            '<div class="pair">'
-            + _img(image_png, f"image {rank}", "px")
-            + _img(heat_png, f"error heatmap {rank}", "px")
-            + "</div>"
-            f'<div class="meta">#{rank} &nbsp;score '
+            + _img(panel_png, f"image {rank}, its error map and overlay", "panel px")
+            + f'<div class="meta">#{rank} &nbsp;score '
             f'<span class="score">{_fmt(float(it.score))}</span>'
             f"</div><div>{flag}{label}</div>"
-            f'<div class="path">{esc(it.path)}</div>'
+            f'<div class="path">{esc_path(it.path)}</div>'
             "</div>"
         )
     return '<div class="gallery">' + "".join(cards) + "</div>"
 
 
 def extremes_section(data: ReportData) -> str:
-    vmax = shared_vmax([*data.top_anomalous, *data.top_normal])
+    scale = report_scale(data)
+    contour = (
+        f", white contour at the pixel threshold {scale.pixel_threshold:.3g}"
+        if scale.pixel_threshold is not None
+        else ""
+    )
     parts = [
-        '<p class="note">Each card: the image as the model saw it, and its reconstruction error '
-        "(blue low, red high, one colour scale for all cards).</p>"
+        '<p class="note">Each card: the image as the model saw it, its reconstruction error map '
+        f"and the map over the image (blue low, red high; one colour scale, from the {esc(scale.source)}, "
+        f"for every card and for <code>aetool score --heatmaps</code>{esc(contour)}).</p>"
     ]
     parts.append(f"<h3>Most anomalous ({len(data.top_anomalous)})</h3>")
     parts.append(
-        _cards(data.top_anomalous, data.threshold, vmax)
+        _cards(data.top_anomalous, data.threshold, scale)
         if data.top_anomalous
         else _na("no scored images were given.")
     )
     parts.append(f"<h3>Most normal-looking ({len(data.top_normal)})</h3>")
     parts.append(
-        _cards(data.top_normal, data.threshold, vmax)
+        _cards(data.top_normal, data.threshold, scale)
         if data.top_normal
         else _na("no scored images were given.")
     )

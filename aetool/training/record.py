@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from aetool import __version__
-from aetool.anomaly.scores import SCORE_KINDS, image_scores
+from aetool.anomaly.mapscale import MAP_SAMPLE, map_statistics
+from aetool.anomaly.scores import SCORE_KINDS, error_maps, reduce_maps
 from aetool.data.cache import ImageSet
 from aetool.models.file import save_model
 from aetool.models.registry import AutoEncoder, ModelConfig
@@ -177,10 +178,21 @@ def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str)
         source: ``validation``, or ``training`` when no image was held out.
     """
     scores: dict[str, list[float]] = {k: [] for k in SCORE_KINDS}
+    # A sample of each batch's error-map pixels (and its exact maximum): the colour scale
+    # and pixel threshold of every heatmap of this model (aetool.anomaly.mapscale).
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in SCORE_KINDS}
+    maxima: dict[str, list[float]] = {k: [] for k in SCORE_KINDS}
+    gen = torch.Generator().manual_seed(0)
     for clean in chunks:
         recon = model(clean).float()
         for kind in SCORE_KINDS:
-            scores[kind].extend(image_scores(clean, recon, kind).cpu().tolist())
+            maps = error_maps(clean, recon, kind)
+            scores[kind].extend(reduce_maps(maps, kind).cpu().tolist())
+            flat = maps.flatten().float().cpu()
+            if flat.numel() > MAP_SAMPLE:
+                flat = flat[torch.randperm(flat.numel(), generator=gen)[:MAP_SAMPLE]]
+            samples[kind].append(flat.numpy())
+            maxima[kind].append(float(maps.max()))
     out: dict[str, Any] = {"count": len(scores["mse"]), "source": source, "quantiles_only": False}
     stored: dict[str, list[float]] = {}
     for kind, vals in scores.items():
@@ -190,6 +202,8 @@ def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str)
             out["quantiles_only"] = True
         stored[kind] = [float(v) for v in arr]
     out["scores"] = stored
+    if scores["mse"]:
+        out["maps"] = {k: map_statistics(samples[k], maxima[k]) for k in SCORE_KINDS}
     out["summary"] = {
         k: {
             "mean": float(np.mean(v)),

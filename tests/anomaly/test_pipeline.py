@@ -180,7 +180,9 @@ def test_native_size_model_scores_each_image_at_its_size(tmp_path: Path) -> None
     assert [r.score for r in rows] == pytest.approx([0.0, 0.0], abs=1e-10)
     assert run.summary.report()["denoising_model"] is True
     with Image.open(out / "a.png") as a, Image.open(out / "b.png") as b:
-        assert a.size == (36, 20) and b.size == (17, 33)
+        # Panels of cells at each image's own size, enlarged 8x (to at least 256 px).
+        assert a.height == 20 * 8 + 28 and b.height == 33 * 8 + 28
+        assert 3 * 36 * 8 < a.width < 4 * 36 * 8 and 3 * 17 * 8 < b.width < 4 * 17 * 8
 
 
 def test_image_refs_are_accepted(score_tree: Path, loaded: LoadedModel) -> None:

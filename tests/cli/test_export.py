@@ -156,12 +156,19 @@ def test_interpolate_writes_strip(tmp_path: Path, dataset: Path, model_file: Pat
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == str(out)
     img = Image.open(out)
-    assert img.size == (5 * 64 + 4, 64) and img.mode == "L"
+    # The real A, a 6 px grey separator, 5 frames 1 px apart, a separator, the real B.
+    assert img.size == (7 * 64 + 4 + 2 * 6, 64) and img.mode == "L"
     from aetool.latents import interpolate
 
     frames = interpolate(load_model(model_file), a, b, 5)
-    left = np.asarray(img)[::8, :64:8]  # undo the 8x nearest-neighbour enlargement
-    np.testing.assert_array_equal(left, np.round(frames[0, 0] * 255).astype(np.uint8))
+    px = np.asarray(img)
+    real_a = np.asarray(Image.open(a).convert("L").resize((8, 8), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(px[::8, :64:8], real_a)  # undo the 8x enlargement
+    assert (px[:, 64:70] == 128).all() and (px[:, -70:-64] == 128).all()
+    first = px[::8, 70 : 70 + 64 : 8]
+    np.testing.assert_array_equal(first, np.round(frames[0, 0] * 255).astype(np.uint8))
+    real_b = np.asarray(Image.open(b).convert("L").resize((8, 8), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(px[::8, -64::8], real_b)
     assert _run("interpolate", str(a), str(b), "-m", str(model_file), "--steps", "1").exit_code == 2
 
 

@@ -58,7 +58,7 @@ def test_report_command_writes_one_self_contained_file(tmp_path: Path) -> None:
     assert "roc_pr.png" in pngs and "latent_map.png" in pngs and "loss_curve.png" in pngs
     # The scratched images are the most anomalous ones shown.
     top = html[html.index('id="extremes"') :]
-    first_paths = re.findall(r"test/(good|scratch)/img\d+\.png", top)[:3]
+    first_paths = re.findall(r"test/<wbr>(good|scratch)/<wbr>img\d+\.png", top)[:3]
     assert first_paths == ["scratch"] * 3
     again = runner.invoke(cli, ["report", str(tmp_path / "test"), "-m", str(model), "-o", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.stderr

@@ -268,9 +268,28 @@ def test_heatmaps_mirror_paths_at_input_size_and_odd_images_convert(
         name = rel if rel.suffix == ".png" else rel.with_name(rel.name + ".png")
         heat = out / name
         assert heat.is_file(), heat
-        assert _image_size(heat) == _image_size(Path(r["path"]))
-    assert _image_size(out / "odd" / "rgb.png") == (56, 40)
+        # A panel: image | error map | overlay | colour bar (no masks outside the MVTec
+        # layout), each cell the input enlarged by a whole factor to at least 256 px.
+        w, h = _image_size(Path(r["path"]))
+        k = -(-256 // max(w, h))
+        pw, ph = _image_size(heat)
+        assert ph == h * k + 20 + 2 * 4
+        assert 3 * (w * k + 4) < pw < 4 * (w * k + 4)
+    assert _image_size(out / "odd" / "rgb.png")[1] == 40 * 5 + 28  # 56 x 40: 5x enlarged
     assert not list(out.rglob("*.tmp"))
+    # In the MVTec layout the ground-truth mask gets its own cell, after the image.
+    mvtec = tmp_path / "heat-mvtec"
+    res = run([str(score_tree / "test" / "blob"), "-m", str(score_model), "--heatmaps", str(mvtec)])
+    assert res.exit_code == 0, res.stderr
+    panel = np.asarray(Image.open(mvtec / "000.png").convert("RGB"))
+    k = -(-256 // 24)
+    assert 4 * (24 * k + 4) < panel.shape[1] < 5 * (24 * k + 4)
+    cell = panel[24 : 24 + 24 * k : k, 4 : 4 + 24 * k : k, 0]
+    original = np.asarray(Image.open(score_tree / "test" / "blob" / "000.png"))
+    np.testing.assert_array_equal(cell, original)  # nearest-neighbour enlargement
+    mask = np.asarray(Image.open(score_tree / "ground_truth" / "blob" / "000_mask.png")) > 0
+    truth = panel[24 : 24 + 24 * k : k, 8 + 24 * k : 8 + 48 * k : k, 0] > 127
+    np.testing.assert_array_equal(truth, mask)
     # A heatmap folder inside a scored folder is refused before anything is written.
     inside = run([str(data), "-m", str(score_model), "--heatmaps", str(data / "heat")])
     assert inside.exit_code == 1 and "inside the scored folder" in inside.stderr
