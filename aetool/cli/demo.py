@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import RichTrainProgress, make_err_console
 from aetool.cli.options import common_options
-from aetool.cli.tables import print_mapping
 
 
-@click.command("demo")
+@click.command("demo", short_help="Run the whole toolkit on handwritten digits (no arguments).")
 @click.argument("directory", required=False, default="aetool-demo", type=click.Path(path_type=Path))
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override training epochs.")
 @common_options
@@ -21,6 +19,8 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
     Writes the digits as PNG files into DIRECTORY (default ./aetool-demo), trains,
     exports, denoises, scores and writes an HTML report there; prints the report's path.
     """
+    from aetool.cli.console import RichTrainProgress, make_err_console
+    from aetool.cli.tables import print_mapping
     from aetool.demo import run_demo
 
     console = make_err_console(quiet)

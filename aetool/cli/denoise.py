@@ -6,19 +6,10 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    MAX_WARNINGS,
-    ItemProgress,
-    exit_partial,
-    make_err_console,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -28,16 +19,13 @@ from aetool.cli.options import (
     shard_option,
     strict_option,
 )
-from aetool.cli.tables import print_denoise_summary
-from aetool.data.inputs import select_inputs
-from aetool.denoise.pipeline import (
-    DenoiseOptions,
-    DenoiseResult,
-    DenoiseSummary,
-    denoise_images,
-)
-from aetool.devices import resolve_device
-from aetool.rows import RowWriter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.cli.console import ItemProgress
+    from aetool.denoise.pipeline import DenoiseResult, DenoiseSummary
+    from aetool.rows import RowWriter
 
 
 @click.command("denoise", short_help="Denoise images into a folder, keeping formats and modes.")
@@ -124,8 +112,14 @@ def denoise_cmd(
     --reference psnr_in, psnr_out, ssim_in, ssim_out, then status
     (written | exists | error) and error.
     """
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn, warn_skipped
+    from aetool.cli.tables import print_denoise_summary
+    from aetool.data.inputs import select_inputs
+    from aetool.denoise.pipeline import DenoiseOptions, denoise_images
     from aetool.denoise.suitability import denoiser_doubts
+    from aetool.devices import resolve_device
     from aetool.files import check_output_dir
+    from aetool.rows import RowWriter
 
     if overlap >= tile:
         raise click.UsageError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -176,6 +170,9 @@ def _write_rows(
 ) -> tuple[DenoiseSummary, int]:
     """Stream one row per result, warn about the first problems; return the tally and
     the number of warnings printed."""
+    from aetool.cli.console import MAX_WARNINGS, warn
+    from aetool.denoise.pipeline import DenoiseSummary
+
     summary = DenoiseSummary()
     warned = 0
     for r in results:

@@ -5,19 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    MAX_WARNINGS,
-    ItemProgress,
-    exit_partial,
-    make_err_console,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -30,10 +21,14 @@ from aetool.cli.options import (
     shard_option,
     strict_option,
 )
-from aetool.data.inputs import ImageRef, InputSelection, select_inputs
-from aetool.files import atomic_path, refuse_inputs_as_outputs
-from aetool.models.file import LoadedModel
-from aetool.rows import LatentRow, npy_index_path, write_latent_npy, write_latent_rows
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.cli.console import ItemProgress
+    from aetool.data.inputs import ImageRef, InputSelection
+    from aetool.models.file import LoadedModel
+    from aetool.rows import LatentRow
 
 
 @click.command("export", short_help="Write each image's latent code (CSV, JSONL or NPY).")
@@ -76,9 +71,13 @@ def export_cmd(
     needs a vector latent (conv or dense).
     """
     from aetool.anomaly.labels import infer_labels
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
+    from aetool.data.inputs import select_inputs
     from aetool.devices import resolve_device
+    from aetool.files import atomic_path, refuse_inputs_as_outputs
     from aetool.latents import require_vector_latent
     from aetool.models.file import load_model
+    from aetool.rows import npy_index_path, write_latent_npy, write_latent_rows
 
     if fmt == "npy" and output is None:
         raise click.UsageError(
@@ -133,6 +132,7 @@ def _encoded_rows(
     bar: ItemProgress,
 ) -> Iterator[LatentRow]:
     """Each image's (path, code, label), advancing the bar; unreadable ones go to ``failed``."""
+    from aetool.cli.console import MAX_WARNINGS, warn
     from aetool.latents import encode_latents
 
     def on_error(ref: ImageRef, reason: str) -> None:
@@ -155,6 +155,8 @@ def _report(
     output: Path | None,
     shard: tuple[int, int] | None,
 ) -> None:
+    from aetool.cli.console import MAX_WARNINGS, warn
+
     n = len(sel.refs) - len(failed)
     if len(failed) > MAX_WARNINGS:
         warn(console, f"... and {len(failed) - MAX_WARNINGS} more unreadable files")

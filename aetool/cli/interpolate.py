@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console
 from aetool.cli.options import (
     common_options,
     default_model,
@@ -48,6 +47,7 @@ def interpolate_cmd(
     The first frame is the reconstruction of A, the last that of B. Prints the
     PNG's path.
     """
+    from aetool.cli.console import make_err_console
     from aetool.devices import resolve_device
     from aetool.files import atomic_path, refuse_inputs_as_outputs
     from aetool.latents import interpolate, strip_image

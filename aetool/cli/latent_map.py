@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -49,6 +48,7 @@ def latent_map_cmd(
     """
     import numpy as np
 
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
     from aetool.data.inputs import Skipped, select_inputs
     from aetool.devices import resolve_device
     from aetool.files import atomic_path, refuse_inputs_as_outputs

@@ -83,6 +83,9 @@ def format_option(*choices: str, short: bool = False, help: str | None = None) -
 def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     from aetool.data.shards import parse_shard
 
+    if ctx.resilient_parsing:  # shell completion: parse nothing it does not need
+        return None
+
     try:
         return parse_shard(value)
     except AetoolError as exc:
@@ -99,11 +102,25 @@ def shard_option(
 def _check_threshold(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from aetool.anomaly.thresholds import parse_threshold
 
+    if ctx.resilient_parsing:
+        return value
     try:
-        parse_threshold(value)
+        spec = parse_threshold(value)
     except AetoolError as exc:
         raise click.BadParameter(str(exc)) from None
+    if spec.kind == "value" and spec.param is not None and _looks_like_k(spec.param):
+        k = int(spec.param)
+        click.echo(
+            f"hint: -t {value} is an absolute score threshold, and scores are rarely above 1; "
+            f"for mean + {k} standard deviations of the validation scores write -t {k}sigma",
+            err=True,
+        )
     return value
+
+
+def _looks_like_k(value: float) -> bool:
+    """A whole number from 1 to 10: more likely a K of Ksigma than a score."""
+    return value == int(value) and 1 <= value <= 10
 
 
 def threshold_option(help: str) -> Callable[[F], F]:
@@ -122,6 +139,15 @@ def labels_option(f: F) -> F:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         default=None,
         help="CSV with path,label columns; replaces labels from the folder layout.",
+    )(f)
+
+
+def no_labels_option(f: F) -> F:
+    """``--no-labels``: take no labels from folder names (no evaluation, no label column)."""
+    return click.option(
+        "--no-labels",
+        is_flag=True,
+        help="Take no labels from folder names (no label column, no evaluation).",
     )(f)
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console, warn
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -21,7 +20,7 @@ from aetool.cli.options import (
 )
 
 
-@click.command("report")
+@click.command("report", short_help="Write one self-contained HTML report on a model and images.")
 @click.argument("inputs", nargs=-1)
 @model_option
 @click.option(
@@ -71,6 +70,7 @@ def report_cmd(
     the report's path.
     """
     from aetool.anomaly.labels import read_labels_csv
+    from aetool.cli.console import make_err_console, warn
     from aetool.models.file import load_model
     from aetool.report.collect import build_report
     from aetool.report.html import write_report

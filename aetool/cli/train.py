@@ -5,18 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    DecodeProgress,
-    RichTrainProgress,
-    make_err_console,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     DEFAULT_MODEL,
     batch_size_option,
@@ -25,20 +17,21 @@ from aetool.cli.options import (
     refuse_existing,
     strict_option,
 )
-from aetool.cli.tables import print_train_summary
-from aetool.data.cache import ImageSet, load_images
-from aetool.models.registry import ModelConfig, list_models
-from aetool.training.callbacks import SampleGrids
-from aetool.training.config import TrainConfig
-from aetool.training.distributed import launched_by_torchrun, torchrun_command
-from aetool.training.distributed import teardown as dist_teardown
-from aetool.training.loop import train
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.data.cache import ImageSet
 
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
 MIN_THRESHOLD_VAL = 20
 
+#: The built-in architectures, named here so that `--help` need not import torch to list
+#: them (a test checks this against the registry).
+ARCHITECTURES = ("conv", "dense", "unet")
 
-@click.command("train")
+
+@click.command("train", short_help="Train an autoencoder on folders of normal images.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -50,7 +43,7 @@ MIN_THRESHOLD_VAL = 20
 )
 @overwrite_option("Replace an existing model file.")
 @click.option(
-    "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(list_models())}."
+    "--arch", default="conv", show_default=True, help=f"Architecture: {', '.join(ARCHITECTURES)}."
 )
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
 @click.option(
@@ -170,6 +163,15 @@ def train_cmd(
     (or ``--distributed --nproc N`` on one machine) trains with
     DistributedDataParallel; rank 0 reports, writes the model and prints its path.
     """
+    from aetool.cli.console import RichTrainProgress, make_err_console, warn
+    from aetool.cli.tables import print_train_summary
+    from aetool.models.registry import ModelConfig
+    from aetool.training.callbacks import SampleGrids
+    from aetool.training.config import TrainConfig
+    from aetool.training.distributed import launched_by_torchrun
+    from aetool.training.distributed import teardown as dist_teardown
+    from aetool.training.loop import train
+
     if (distributed or nproc) and not launched_by_torchrun():
         _relaunch_under_torchrun(click.get_current_context(), nproc, train_args["device"])
         return
@@ -214,6 +216,9 @@ def train_cmd(
 
 
 def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:
+    from aetool.cli.console import DecodeProgress, warn_skipped
+    from aetool.data.cache import load_images
+
     with DecodeProgress(console) as bar:
         images = load_images(inputs, progress=bar.update if bar.progress else None, **kwargs)
     warn_skipped(console, images.skipped)
@@ -225,6 +230,8 @@ def _relaunch_under_torchrun(ctx: click.Context, nproc: int | None, device: str)
     import subprocess
 
     import torch
+
+    from aetool.training.distributed import torchrun_command
 
     if nproc is None:
         if device == "cpu" or not torch.cuda.is_available():
