@@ -18,6 +18,12 @@ def demo_cmd(directory: Path, epochs: int | None, quiet: bool, device: str) -> N
 
     Writes the digits as PNG files into DIRECTORY (default ./aetool-demo), trains,
     exports, denoises, scores and writes an HTML report there; prints the report's path.
+
+    Examples:
+
+    \b
+        aetool demo
+        aetool demo /tmp/try-aetool --epochs 5
     """
     from aetool.cli.console import RichTrainProgress, make_err_console
     from aetool.cli.tables import print_mapping

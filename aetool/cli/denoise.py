@@ -110,7 +110,16 @@ def denoise_cmd(
     stdout: one row per image: src, dst, sigma_est (estimated noise standard
     deviation of the input, in [0, 1] units: x255 for 8-bit levels), with
     --reference psnr_in, psnr_out, ssim_in, ssim_out, then status
-    (written | exists | error) and error.
+    (written | exists | error) and error. The summary on stderr says what
+    ran (the model alone, or the model then the refinement).
+
+    Examples:
+
+    \b
+        aetool denoise noisy/ clean/
+        aetool denoise scan.tif out/ --refine off   # the model alone, faster
+        aetool denoise noisy/ out/ --reference originals/ > quality.csv
+        find raw/ -name '*.png' | aetool denoise - out/ --shard 1/4
     """
     from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn, warn_skipped
     from aetool.cli.tables import print_denoise_summary
@@ -153,12 +162,34 @@ def denoise_cmd(
     extra = f", ensemble {ensemble}" if ensemble != "1" else ""
     print_denoise_summary(
         console, summary, images=f"{len(sel.refs)}{shard_note}", out_dir=out_dir, failed=failed,
-        with_reference=reference is not None,
+        with_reference=reference is not None, method=_method_line(model, refine, summary),
         time_line=f"{seconds:.1f} s, {rate:,.1f} images/s on {resolve_device(device)}{extra}",
     )  # fmt: skip
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
     exit_partial(console, failed, "denoised", "written")
+
+
+def _method_line(model: Path | None, refine: str, summary: DenoiseSummary) -> str:
+    """What ran, plainly: which model, and on how many images the refinement ran."""
+    name = "the bundled grayscale denoiser" if model is None else str(model)
+    if summary.refined:
+        done = "all" if summary.refined == summary.written else str(summary.refined)
+        line = (
+            f"{name}, then collaborative Wiener refinement (BM3D's second stage) on {done} of "
+            f"{summary.written} image(s)"
+        )
+    else:
+        line = f"{name} alone, no refinement"
+    if refine == "auto" and summary.refined < summary.written:
+        line += (
+            " (--refine auto refines only for models trained on Gaussian noise, below an "
+            "estimated noise of 30/255, on planes of 16 px or more, and not JPEGs with "
+            "subsampled colour)"
+        )
+    elif refine == "off":
+        line += " (--refine off)"
+    return line
 
 
 def _write_rows(
@@ -175,6 +206,12 @@ def _write_rows(
 
     summary = DenoiseSummary()
     warned = 0
+    # The header comes first, even for an empty shard (a batch job's `head -n 1` needs it).
+    writer.write_header(
+        ["src", "dst", "sigma_est"]
+        + (["psnr_in", "psnr_out", "ssim_in", "ssim_out"] if reference is not None else [])
+        + ["status", "error"]
+    )
     for r in results:
         summary.add(r)
         row: dict[str, Any] = {

@@ -69,6 +69,13 @@ def export_cmd(
     stdout unless -o is given. INPUT is files and folders; `-`, or no
     arguments with piped stdin, reads newline-separated paths. The model
     needs a vector latent (conv or dense).
+
+    Examples:
+
+    \b
+        aetool export digits/ -m model.safetensors > codes.csv
+        aetool export digits/ -f npy -o codes.npy
+        aetool export big/ --shard 2/8 -o part-2.csv
     """
     from aetool.anomaly.labels import infer_labels
     from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped

@@ -46,6 +46,12 @@ def interpolate_cmd(
 
     The first frame is the reconstruction of A, the last that of B. Prints the
     PNG's path.
+
+    Examples:
+
+    \b
+        aetool interpolate digits/3/0001.png digits/8/0002.png -m model.safetensors
+        aetool interpolate a.png b.png --steps 11 -o morph.png
     """
     from aetool.cli.console import make_err_console
     from aetool.devices import resolve_device

@@ -45,6 +45,12 @@ def latent_map_cmd(
     Points are coloured by folder: normal/anomaly when the layout has a
     good/normal/ok folder, else by each image's first folder under its
     input (for example the digit of `digits/3/0001.png`). Prints the PNG's path.
+
+    Examples:
+
+    \b
+        aetool latent-map digits/ -m model.safetensors
+        aetool latent-map mvtec/bottle/test -o bottle-latents.png --title bottle
     """
     import numpy as np
 

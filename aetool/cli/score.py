@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     default=None,
     help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
 )
-@shard_option("Score only shard I of N (I/N).")
+@shard_option("Score only shard I of N (disjoint, stable across runs).")
 @batch_size_option()
 @strict_option("Fail on the first unreadable or missing file.")
 @common_options

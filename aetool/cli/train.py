@@ -106,7 +106,12 @@ ARCHITECTURES = ("conv", "dense", "unet")
     default=None,
     help="Train on random square patches of native-size images (fully convolutional archs).",
 )
-@click.option("--patches-per-epoch", type=click.IntRange(1), default=None)
+@click.option(
+    "--patches-per-epoch",
+    type=click.IntRange(1),
+    default=None,
+    help="With --patch-size: random patches drawn per epoch [default: one per image].",
+)
 @strict_option()
 @click.option("--resume", is_flag=True, help="Continue the interrupted run stored in --output.")
 @click.option(
@@ -159,9 +164,18 @@ def train_cmd(
 ) -> None:
     """Train an autoencoder on folders of normal images; print the model path.
 
-    Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m aetool train ...``
-    (or ``--distributed --nproc N`` on one machine) trains with
+    Multi-GPU / multi-node: `torchrun --nproc-per-node N -m aetool train ...`
+    (or --distributed --nproc N on one machine) trains with
     DistributedDataParallel; rank 0 reports, writes the model and prints its path.
+
+    Examples:
+
+    \b
+        aetool train mvtec/bottle/train/good -o bottle.safetensors
+        aetool train good/ --image-size 128 --epochs 100
+        aetool train photos/ --arch unet --noise gaussian:0.1 --patch-size 64
+        aetool info bottle.safetensors --config > train.toml
+        aetool train --config train.toml -o again.safetensors
     """
     from aetool.cli.console import RichTrainProgress, make_err_console, warn
     from aetool.cli.tables import print_train_summary
@@ -190,6 +204,8 @@ def train_cmd(
         native_size=cfg.patch_size is not None and image_size is None, resize=resize,
         alpha_background=alpha_background, strict=strict,
     )  # fmt: skip
+    if image_size is None:
+        _hint_large_images(console, images.size)
     callbacks = [RichTrainProgress(console, cfg.epochs)] + (
         [SampleGrids(samples)] if samples else []
     )
@@ -213,6 +229,26 @@ def train_cmd(
             f"`aetool train {' '.join(map(str, inputs))} -o {output} --resume`"
         )
         sys.exit(130)
+
+
+#: Working sizes above this many pixels (256x256) get a hint about --image-size: a model
+#: built for 1024x1024 images has millions of parameters and trains at about an image a
+#: second on a CPU.
+LARGE_IMAGE_PIXELS = 256 * 256
+
+
+def _hint_large_images(console: Console, size: tuple[int, int] | None) -> None:
+    """Tell the user the size the model is built for when it is large, and the way out."""
+    from aetool.cli.console import warn
+
+    if size is None or size[0] * size[1] <= LARGE_IMAGE_PIXELS:
+        return
+    warn(
+        console,
+        f"the images' common size {size[0]}x{size[1]} is the model's working size; training "
+        "at that size is slow and memory-hungry: --image-size 128 (or 256) trains on "
+        "downscaled images, --patch-size 64 with --arch unet on patches at full resolution",
+    )
 
 
 def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:
