@@ -81,10 +81,10 @@ def format_option(*choices: str, short: bool = False, help: str | None = None) -
 
 
 def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    from aetool.data.shards import parse_shard
-
     if ctx.resilient_parsing:  # shell completion: parse nothing it does not need
         return None
+    from aetool.data.shards import parse_shard
+
 
     try:
         return parse_shard(value)
@@ -100,10 +100,10 @@ def shard_option(
 
 
 def _check_threshold(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if ctx.resilient_parsing:  # shell completion: no numpy for a Tab
+        return value
     from aetool.anomaly.thresholds import parse_threshold
 
-    if ctx.resilient_parsing:
-        return value
     try:
         spec = parse_threshold(value)
     except AetoolError as exc:

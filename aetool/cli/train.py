@@ -28,7 +28,7 @@ MIN_THRESHOLD_VAL = 20
 
 #: The built-in architectures, named here so that `--help` need not import torch to list
 #: them (a test checks this against the registry).
-ARCHITECTURES = ("conv", "dense", "unet")
+ARCHITECTURES = ("conv", "denoiser", "dense")
 
 
 @click.command("train", short_help="Train an autoencoder on folders of normal images.")
@@ -173,7 +173,7 @@ def train_cmd(
     \b
         aetool train mvtec/bottle/train/good -o bottle.safetensors
         aetool train good/ --image-size 128 --epochs 100
-        aetool train photos/ --arch unet --noise gaussian:0.1 --patch-size 64
+        aetool train photos/ --arch denoiser --noise gaussian:0.1 --patch-size 64
         aetool info bottle.safetensors --config > train.toml
         aetool train --config train.toml -o again.safetensors
     """
@@ -247,7 +247,7 @@ def _hint_large_images(console: Console, size: tuple[int, int] | None) -> None:
         console,
         f"the images' common size {size[0]}x{size[1]} is the model's working size; training "
         "at that size is slow and memory-hungry: --image-size 128 (or 256) trains on "
-        "downscaled images, --patch-size 64 with --arch unet on patches at full resolution",
+        "downscaled images, --patch-size 64 with --arch denoiser trains on full-resolution patches",
     )
 
 

@@ -94,14 +94,15 @@ def test_info_readable_and_json(runner: CliRunner, blob_folder: Path, tmp_path: 
     out = tmp_path / "m.safetensors"
     assert _train(runner, blob_folder, out, "--noise", "gaussian:0.1").exit_code == 0
     res = runner.invoke(cli, ["info", str(out)])
-    assert res.exit_code == 0 and res.stdout == ""
-    assert "conv" in res.stderr and "gaussian:0.1" in res.stderr and "val mse" in res.stderr
+    # The readable table is info's output: on stdout, so `info M > f` writes f.
+    assert res.exit_code == 0 and res.stderr == ""
+    assert "conv" in res.stdout and "gaussian:0.1" in res.stdout and "val mse" in res.stdout
     res = runner.invoke(cli, ["info", str(out), "--json"])
     meta = json.loads(res.stdout)
     assert meta["format"] == "aetool-model" and meta["training"]["noise"] == "gaussian:0.1"
     assert len(meta["validation"]["scores"]["mse"]) == meta["validation"]["count"]
     res = runner.invoke(cli, ["info"], env={"AETOOL_MODEL": str(out)})
-    assert res.exit_code == 0 and str(out) in res.stderr
+    assert res.exit_code == 0 and str(out) in res.stdout
     res = runner.invoke(cli, ["info", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 1 and "not found" in res.stderr
 
