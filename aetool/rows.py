@@ -68,7 +68,7 @@ class RowWriter:
         if self.columns is None:
             self.write_header(row.keys())
         if self.fmt == "csv":
-            self._csv.writerow([_fmt(row.get(c)) for c in self.columns])
+            self._csv.writerow([_fmt(row.get(c)) for c in self.columns or []])
             self.stream.flush()
         elif self.fmt == "jsonl":
             self.stream.write(json.dumps(dict(row), allow_nan=False, default=str) + "\n")

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name in CASES}
-    for name, (cmd, env) in CASES.items():  # warm the file cache
+    for cmd, env in CASES.values():  # warm the file cache
         _time(cmd, env)
     for _ in range(args.rounds):
         for name, (cmd, env) in CASES.items():

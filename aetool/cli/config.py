@@ -26,6 +26,7 @@ writes the ``[train]`` table that reproduces a model (:func:`training_toml`).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,22 @@ CONFIG_HELP = (
 )
 
 
+def load_toml(text: str) -> dict[str, Any]:
+    """Parse TOML text (tomllib, or tomli before Python 3.11)."""
+    return _tomllib().loads(text)
+
+
+def _tomllib() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """The parsed TOML file; a bad file is a usage error naming the line."""
-    import tomllib
-
+    tomllib = _tomllib()
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -96,8 +109,7 @@ def command_defaults(data: Mapping[str, Any], command: click.Command) -> dict[st
         if key not in known:
             choices = sorted({k for k in known if "_" not in k})
             raise click.UsageError(
-                f"--config: [{command.name}] has no option `{key}`; "
-                f"known: {', '.join(choices)}"
+                f"--config: [{command.name}] has no option `{key}`; known: {', '.join(choices)}"
             )
         param = known[key]
         out[str(param.name)] = _convert(param, value)

@@ -77,9 +77,7 @@ def unreadable_warner(console: Console, verb: str) -> Callable[[str, str], None]
     return warn_unreadable
 
 
-def warn_folder_labels(
-    console: Console, source: str | None, labels: Sequence[int | None]
-) -> None:
+def warn_folder_labels(console: Console, source: str | None, labels: Sequence[int | None]) -> None:
     """Say so when labels (and so the evaluation) come from folder names alone: a batch
     of good images under a folder named ``defect/`` would otherwise be reported with
     recall 0 and nothing saying why."""

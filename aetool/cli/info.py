@@ -23,8 +23,7 @@ from aetool.cli.options import default_model
     "--config",
     "as_config",
     is_flag=True,
-    help="Print the TOML config that reproduces the model's training "
-    "(aetool train --config FILE).",
+    help="Print the TOML config that reproduces the model's training (aetool train --config FILE).",
 )
 def info_cmd(model: Path | None, as_json: bool, as_config: bool) -> None:
     """Show a model file's metadata on stdout: a readable table, --json or --config.

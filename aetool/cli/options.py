@@ -85,7 +85,6 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
         return None
     from aetool.data.shards import parse_shard
 
-
     try:
         return parse_shard(value)
     except AetoolError as exc:

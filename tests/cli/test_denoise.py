@@ -313,3 +313,47 @@ def test_refine_is_on_for_gaussian_trained_models_and_can_be_chosen(
     assert res.exit_code == 0 and "refined" in res.stderr
     res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "x"), "--refine", "yes")
     assert res.exit_code == 2 and "--refine" in res.stderr
+
+
+def test_empty_shard_writes_the_header(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    """Every shard of two images over 8 writes the header, and the method line says what ran."""
+    imgs = [str(folder / "four.png"), str(folder / "five.png")]
+    results = [
+        _run(
+            "denoise",
+            *imgs,
+            str(tmp_path / "out"),
+            "-m",
+            str(halving_model),
+            "--shard",
+            f"{i}/8",
+            "--device",
+            "cpu",
+        )  # fmt: skip
+        for i in range(1, 9)
+    ]
+    assert all(r.exit_code == 0 for r in results), [r.stderr for r in results]
+    assert {r.stdout.splitlines()[0] for r in results} == {"src,dst,sigma_est,status,error"}
+    assert sum(len(_rows(r.stdout)) for r in results) == 2
+    assert sum(r.stdout.count("\n") == 1 for r in results) == 6
+    assert all("alone, no refinement" in " ".join(r.stderr.replace("│", " ").split())
+               for r in results)  # fmt: skip
+
+
+def test_summary_says_what_ran(tmp_path: Path, halving_model: Path) -> None:
+    rng = np.random.default_rng(1)
+    ramp = np.add.outer(np.arange(48), np.arange(48)) * 2.0 + 30
+    noisy = np.clip(ramp + rng.normal(0, 8, ramp.shape), 0, 255).round().astype(np.uint8)
+    img = _write(tmp_path / "in" / "noisy.png", noisy)
+
+    def plain(text: str) -> str:  # the summary table's cells, unwrapped
+        return " ".join(text.replace("│", " ").split())
+
+    off = _run("denoise", str(img), str(tmp_path / "o1"), "--refine", "off", "--device", "cpu")
+    assert off.exit_code == 0, off.stderr
+    assert "bundled grayscale denoiser alone" in plain(off.stderr)
+    assert "(--refine off)" in plain(off.stderr)
+    on = _run("denoise", str(img), str(tmp_path / "o2"), "--refine", "on", "--device", "cpu")
+    assert on.exit_code == 0, on.stderr
+    assert "then collaborative Wiener refinement" in plain(on.stderr)
+    assert "on all of 1 image(s)" in plain(on.stderr)
