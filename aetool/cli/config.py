@@ -75,6 +75,8 @@ def _param_names(command: click.Command) -> dict[str, click.Parameter]:
             continue
         spellings = {p.name}
         spellings |= {o.lstrip("-") for o in p.opts if o.startswith("--")}
+        if isinstance(p, click.Argument) and p.nargs == -1:
+            spellings.add("inputs")  # denoise's [INPUT]... OUT is one argument, `paths`
         for s in spellings:
             names[s] = names[s.replace("-", "_")] = names[s.replace("_", "-")] = p
     return names

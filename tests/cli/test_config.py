@@ -104,3 +104,18 @@ def test_info_config_reproduces_the_training(tmp_path: Path, blob_folder: Path) 
 def test_info_config_and_json_exclude_each_other(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["info", str(tmp_path / "m.safetensors"), "--json", "--config"])
     assert res.exit_code == 2
+
+
+def test_inputs_key_gives_the_arguments(
+    tmp_path: Path, score_tree: Path, score_model: Path
+) -> None:
+    cfg = tmp_path / "c.toml"
+    blob = score_tree / "test" / "blob"
+    cfg.write_text(f'[score]\ninputs = ["{blob}"]\nmodel = "{score_model}"\n', encoding="utf-8")
+    code, rows, _ = _score("--config", str(cfg))
+    assert code == 0 and len(rows) == 8 and all("blob" in r["path"] for r in rows)
+    out = tmp_path / "out"
+    cfg.write_text(f'[denoise]\ninputs = ["{blob / "000.png"}", "{out}"]\nrefine = "off"\n')
+    res = CliRunner().invoke(cli, ["denoise", "--config", str(cfg), "--device", "cpu"])
+    assert res.exit_code == 0, res.stderr
+    assert (out / "000.png").exists()
