@@ -24,13 +24,15 @@ from aetool.files import atomic_path
 __all__ = ["LatentRow", "RowWriter", "npy_index_path", "write_latent_npy", "write_latent_rows"]
 
 
-def _fmt(value: Any) -> Any:
+def _fmt(value: Any, digits: int | None = None) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        # repr is the shortest text that reads back as the same float: no precision lost
+        # in data; a table for people rounds to ``digits`` significant digits.
+        return repr(value) if digits is None else f"{value:.{digits}g}"
     return value
 
 
@@ -68,13 +70,20 @@ class RowWriter:
         self.columns: list[str] | None = None
         self._rows: list[Mapping[str, Any]] = []
 
-    def write(self, row: Mapping[str, Any]) -> None:
+    def write_header(self, columns: Iterable[str]) -> None:
+        """Fix the columns and write the CSV header now, so that no row at all still
+        gives a header (an empty shard of a batch job)."""
         if self.columns is None:
-            self.columns = list(row.keys())
+            self.columns = list(columns)
             if self.fmt == "csv":
                 self.stream.write(csv_line(self.columns))
+                self.stream.flush()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.columns is None:
+            self.write_header(row.keys())
         if self.fmt == "csv":
-            self.stream.write(csv_line(_fmt(row.get(c)) for c in self.columns))
+            self.stream.write(csv_line(_fmt(row.get(c)) for c in self.columns or []))
             self.stream.flush()
         elif self.fmt == "jsonl":
             self.stream.write(json.dumps(dict(row), allow_nan=False, default=str) + "\n")
@@ -90,7 +99,7 @@ class RowWriter:
         if self.fmt == "table" and self._rows:
             table = Table(*(self.columns or []))
             for row in self._rows:
-                table.add_row(*(str(_fmt(row.get(c))) for c in self.columns or []))
+                table.add_row(*(str(_fmt(row.get(c), 6)) for c in self.columns or []))
             buf = io.StringIO()
             Console(file=buf, width=200, no_color=True).print(table)
             self.stream.write(buf.getvalue())
@@ -104,7 +113,9 @@ LatentRow = tuple[str, np.ndarray, int | None]
 def latent_row(path: str, z: np.ndarray, label: int | None, with_label: bool) -> dict[str, Any]:
     """``{"path", "z0", ..., "z{k-1}"[, "label"]}`` for one code."""
     row: dict[str, Any] = {"path": path}
-    row.update({f"z{i}": float(v) for i, v in enumerate(z)})
+    # A float32 code is written as its shortest float32 text (str), which reads back exactly.
+    values = z.tolist() if z.dtype != np.float32 else [float(str(v)) for v in z]
+    row.update({f"z{i}": float(v) for i, v in enumerate(values)})
     if with_label:
         row["label"] = label
     return row

@@ -277,7 +277,8 @@ class ScoreRun:
         }
         self.score_kind = opts.score_kind
         self.device = resolve_device(opts.device)
-        self.columns_with_label = any(v is not None for v in labels)
+        # Decided on the whole set, so every shard's CSV has the same columns.
+        self.columns_with_label = source is not None
         self.total = len(refs) + len(missing)
         val = np.asarray(self.model.validation_scores(opts.score_kind), dtype=np.float64)
         self._val = np.sort(val[np.isfinite(val)])

@@ -58,6 +58,15 @@ class ScoreRow:
         return out
 
 
+def score_columns(with_label: bool, with_info: bool = False) -> list[str]:
+    """The column names of :meth:`ScoreRow.as_dict`, for a header written before any row."""
+    return [
+        "path", "score", "threshold", "is_anomaly", "percentile",
+        *(["label"] if with_label else []), "error",
+        *(["score_kind", "rule"] if with_info else []),
+    ]  # fmt: skip
+
+
 def build_score_row(
     path: str,
     score: float | None,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +27,9 @@ from rich.text import Text
 
 from aetool.data.inputs import Skipped
 from aetool.training.callbacks import EpochRecord, TrainCallback
-from aetool.training.record import TrainResult
+
+if TYPE_CHECKING:
+    from aetool.training.record import TrainResult
 
 #: Exit status when some inputs failed (unreadable, missing) and the others were done.
 EXIT_PARTIAL = 4
@@ -67,6 +69,38 @@ def warn_skipped(console: Console, skipped: Sequence[Skipped]) -> None:
         warn(console, f"skipped {s.path}: {s.reason}")
     if len(skipped) > MAX_WARNINGS:
         warn(console, f"... and {len(skipped) - MAX_WARNINGS} more unreadable files")
+
+
+def unreadable_warner(console: Console, verb: str) -> Callable[[str, str], None]:
+    """A ``warn(path, reason)`` callback: one line for each of the first ten unreadable
+    files, then one line saying there are more."""
+    count = [0]
+
+    def warn_unreadable(path: str, reason: str) -> None:
+        count[0] += 1
+        if count[0] <= MAX_WARNINGS:
+            warn(console, f"cannot {verb} {path}: {reason}")
+        elif count[0] == MAX_WARNINGS + 1:
+            warn(console, "more unreadable files; see the summary")
+
+    return warn_unreadable
+
+
+def warn_folder_labels(console: Console, source: str | None, labels: Sequence[int | None]) -> None:
+    """Say so when labels (and so the evaluation) come from folder names alone: a batch
+    of good images under a folder named ``defect/`` would otherwise be reported with
+    recall 0 and nothing saying why."""
+    normal = sum(1 for v in labels if v == 0)
+    anomalous = sum(1 for v in labels if v == 1)
+    if source != "folder layout" or not normal + anomalous:
+        return
+    warn(
+        console,
+        f"labels come from folder names: {normal} normal, {anomalous} anomalous "
+        "(good/normal/ok: normal; abnormal, anomaly, anomalous, bad, defect, defective "
+        "and the siblings of a good folder: anomalous); --labels FILE or --no-labels "
+        "to change that",
+    )
 
 
 def exit_partial(console: Console, failed: int, verb: str, others: str) -> None:

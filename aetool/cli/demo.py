@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import RichTrainProgress, make_err_console, plain
 from aetool.cli.options import common_options, overwrite_option
-from aetool.cli.tables import print_mapping
 
 
-@click.command("demo")
+@click.command("demo", short_help="Run the whole toolkit on handwritten digits (no arguments).")
 @click.argument("directory", required=False, default="aetool-demo", type=click.Path(path_type=Path))
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override training epochs.")
 @overwrite_option("Replace the files of an earlier demo in DIRECTORY.")
@@ -23,7 +21,15 @@ def demo_cmd(
 
     Writes the digits as PNG files into DIRECTORY (default ./aetool-demo), trains,
     exports, denoises, scores and writes an HTML report there; prints the report's path.
+
+    Examples:
+
+    \b
+        aetool demo
+        aetool demo /tmp/try-aetool --epochs 5
     """
+    from aetool.cli.console import RichTrainProgress, make_err_console, plain
+    from aetool.cli.tables import print_mapping
     from aetool.demo import run_demo
 
     console = make_err_console(quiet)

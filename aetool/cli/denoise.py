@@ -6,19 +6,10 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    MAX_WARNINGS,
-    ItemProgress,
-    exit_partial,
-    make_err_console,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -28,16 +19,13 @@ from aetool.cli.options import (
     shard_option,
     strict_option,
 )
-from aetool.cli.tables import print_denoise_summary
-from aetool.data.inputs import select_inputs
-from aetool.denoise.pipeline import (
-    DenoiseOptions,
-    DenoiseResult,
-    DenoiseSummary,
-    denoise_images,
-)
-from aetool.devices import resolve_device
-from aetool.rows import RowWriter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.cli.console import ItemProgress
+    from aetool.denoise.pipeline import DenoiseResult, DenoiseSummary
+    from aetool.rows import RowWriter
 
 
 @click.command("denoise", short_help="Denoise images into a folder, keeping formats and modes.")
@@ -122,10 +110,25 @@ def denoise_cmd(
     stdout: one row per image: src, dst, sigma_est (estimated noise standard
     deviation of the input, in [0, 1] units: x255 for 8-bit levels), with
     --reference psnr_in, psnr_out, ssim_in, ssim_out, then status
-    (written | exists | error) and error.
+    (written | exists | error) and error. The summary on stderr says what
+    ran (the model alone, or the model then the refinement).
+
+    Examples:
+
+    \b
+        aetool denoise noisy/ clean/
+        aetool denoise scan.tif out/ --refine off   # the model alone, faster
+        aetool denoise noisy/ out/ --reference originals/ > quality.csv
+        find raw/ -name '*.png' | aetool denoise - out/ --shard 1/4
     """
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn, warn_skipped
+    from aetool.cli.tables import print_denoise_summary
+    from aetool.data.inputs import select_inputs
+    from aetool.denoise.pipeline import DenoiseOptions, denoise_images
     from aetool.denoise.suitability import denoiser_doubts
+    from aetool.devices import resolve_device
     from aetool.files import check_output_dir
+    from aetool.rows import RowWriter
 
     if overlap >= tile:
         raise click.UsageError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -164,12 +167,34 @@ def denoise_cmd(
     extra = f", ensemble {ensemble}" if ensemble != "1" else ""
     print_denoise_summary(
         console, summary, images=f"{len(sel.refs)}{shard_note}", out_dir=out_dir, failed=failed,
-        with_reference=reference is not None,
+        with_reference=reference is not None, method=_method_line(model, refine, summary),
         time_line=f"{seconds:.1f} s, {rate:,.1f} images/s on {resolve_device(device)}{extra}",
     )  # fmt: skip
     if summary.written == 0 and summary.errors and not summary.exists:
         raise click.ClickException("no image could be denoised")
     exit_partial(console, failed, "denoised", "written")
+
+
+def _method_line(model: Path | None, refine: str, summary: DenoiseSummary) -> str:
+    """What ran, plainly: which model, and on how many images the refinement ran."""
+    name = "the bundled grayscale denoiser" if model is None else str(model)
+    if summary.refined:
+        done = "all" if summary.refined == summary.written else str(summary.refined)
+        line = (
+            f"{name}, then collaborative Wiener refinement (BM3D's second stage) on {done} of "
+            f"{summary.written} image(s)"
+        )
+    else:
+        line = f"{name} alone, no refinement"
+    if refine == "auto" and summary.refined < summary.written:
+        line += (
+            " (--refine auto refines only for models trained on Gaussian noise, below an "
+            "estimated noise of 30/255, on planes of 16 px or more, and not JPEGs with "
+            "subsampled colour)"
+        )
+    elif refine == "off":
+        line += " (--refine off)"
+    return line
 
 
 def _write_rows(
@@ -181,8 +206,17 @@ def _write_rows(
 ) -> tuple[DenoiseSummary, int]:
     """Stream one row per result, warn about the first problems; return the tally and
     the number of warnings printed."""
+    from aetool.cli.console import MAX_WARNINGS, warn
+    from aetool.denoise.pipeline import DenoiseSummary
+
     summary = DenoiseSummary()
     warned = 0
+    # The header comes first, even for an empty shard (a batch job's `head -n 1` needs it).
+    writer.write_header(
+        ["src", "dst", "sigma_est"]
+        + (["psnr_in", "psnr_out", "ssim_in", "ssim_out"] if reference is not None else [])
+        + ["status", "error"]
+    )
     for r in results:
         summary.add(r)
         row: dict[str, Any] = {

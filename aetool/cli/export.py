@@ -5,20 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    MAX_WARNINGS,
-    ItemProgress,
-    exit_partial,
-    make_err_console,
-    plain,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -31,10 +21,14 @@ from aetool.cli.options import (
     shard_option,
     strict_option,
 )
-from aetool.data.inputs import ImageRef, InputSelection, select_inputs
-from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
-from aetool.models.file import LoadedModel
-from aetool.rows import LatentRow, npy_index_path, write_latent_npy, write_latent_rows
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.cli.console import ItemProgress
+    from aetool.data.inputs import ImageRef, InputSelection
+    from aetool.models.file import LoadedModel
+    from aetool.rows import LatentRow
 
 
 @click.command("export", short_help="Write each image's latent code (CSV, JSONL or NPY).")
@@ -75,11 +69,22 @@ def export_cmd(
     stdout unless -o is given. INPUT is files and folders; `-`, or no
     arguments with piped stdin, reads newline-separated paths. The model
     needs a vector latent (conv or dense).
+
+    Examples:
+
+    \b
+        aetool export digits/ -m model.safetensors > codes.csv
+        aetool export digits/ -f npy -o codes.npy
+        aetool export big/ --shard 2/8 -o part-2.csv
     """
     from aetool.anomaly.labels import infer_labels
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
+    from aetool.data.inputs import select_inputs
     from aetool.devices import resolve_device
+    from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
     from aetool.latents import require_vector_latent
     from aetool.models.file import load_model
+    from aetool.rows import npy_index_path, write_latent_npy, write_latent_rows
 
     if fmt == "npy" and output is None:
         raise click.UsageError(
@@ -142,6 +147,7 @@ def _encoded_rows(
     bar: ItemProgress,
 ) -> Iterator[LatentRow]:
     """Each image's (path, code, label), advancing the bar; unreadable ones go to ``failed``."""
+    from aetool.cli.console import MAX_WARNINGS, warn
     from aetool.latents import encode_latents
 
     def on_error(ref: ImageRef, reason: str) -> None:
@@ -164,6 +170,8 @@ def _report(
     output: Path | None,
     shard: tuple[int, int] | None,
 ) -> None:
+    from aetool.cli.console import MAX_WARNINGS, plain, warn
+
     n = len(sel.refs) - len(failed)
     if len(failed) > MAX_WARNINGS:
         warn(console, f"... and {len(failed) - MAX_WARNINGS} more unreadable files")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console
 from aetool.cli.options import (
     default_model,
     overwrite_option,
@@ -43,7 +42,7 @@ def export_model_cmd(
 ) -> None:
     """Write MODEL as an ONNX or TorchScript graph that runs without aetool.
 
-    The graph takes ``image``: (N, C, H, W) float32 in [0, 1], preprocessed
+    The graph takes 'image': (N, C, H, W) float32 in [0, 1], preprocessed
     as the model file describes (channels, size and resize mode are in the
     metadata). Anomaly models return reconstruction, anomaly_map (N, H, W)
     and score (N,); an image is an anomaly when score > threshold. Denoisers
@@ -56,11 +55,14 @@ def export_model_cmd(
         aetool export-model model.safetensors -o model.onnx
         python -c "import onnxruntime as ort; print(ort.InferenceSession('model.onnx').get_modelmeta().custom_metadata_map['aetool.threshold'])"
     """
+    from aetool.cli.console import make_err_console, plain
+    from aetool.files import check_output
     from aetool.models.export import export_model
 
     path = model or default_model()
     target = output or path.with_suffix(_SUFFIX[fmt])
     refuse_existing(target, overwrite)
+    check_output(target, reads=[path], overwrite=overwrite)
     written = export_model(path, target, fmt, score_kind=score_kind, threshold=threshold)
-    make_err_console(quiet).print(f"Wrote {fmt} graph of {path} to {written}")
+    make_err_console(quiet).print(plain(f"Wrote {fmt} graph of {path} to {written}"))
     click.echo(str(written))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from aetool.cli.console import make_err_console, plain
 from aetool.cli.options import (
     common_options,
     default_model,
@@ -48,7 +47,14 @@ def interpolate_cmd(
     The strip shows the real A (as the model sees it), a grey separator, the
     frames (the first is the reconstruction of A, the last that of B), a grey
     separator and the real B. Prints the PNG's path.
+
+    Examples:
+
+    \b
+        aetool interpolate digits/3/0001.png digits/8/0002.png -m model.safetensors
+        aetool interpolate a.png b.png --steps 11 -o morph.png
     """
+    from aetool.cli.console import make_err_console, plain
     from aetool.devices import resolve_device
     from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs
     from aetool.latents import interpolation_strip

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
 from aetool.cli.options import (
     batch_size_option,
     common_options,
@@ -46,9 +45,16 @@ def latent_map_cmd(
     Points are coloured by folder: normal/anomaly when the layout has a
     good/normal/ok folder, else by each image's first folder under its
     input (for example the digit of `digits/3/0001.png`). Prints the PNG's path.
+
+    Examples:
+
+    \b
+        aetool latent-map digits/ -m model.safetensors
+        aetool latent-map mvtec/bottle/test -o bottle-latents.png --title bottle
     """
     import numpy as np
 
+    from aetool.cli.console import ItemProgress, exit_partial, make_err_console, warn_skipped
     from aetool.data.inputs import Skipped, select_inputs
     from aetool.devices import resolve_device
     from aetool.files import atomic_path, check_output, refuse_inputs_as_outputs

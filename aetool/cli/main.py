@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from aetool import __version__
+from aetool.cli.config import add_config_option
 from aetool.cli.demo import demo_cmd
 from aetool.cli.denoise import denoise_cmd
 from aetool.cli.export import export_cmd
@@ -72,6 +73,9 @@ def cli() -> None:
     Train on a folder of normal images, then score, denoise or export. Data is
     written to stdout (CSV by default); progress and reports go to stderr.
 
+    Every command takes --config FILE (TOML) for its options; see
+    `aetool COMMAND --help` for examples.
+
     Exit codes: 0 success, 1 error, 2 bad usage, 3 anomalies found (score
     --fail-on-anomaly), 4 some inputs failed and the others were done,
     130 interrupted.
@@ -82,6 +86,8 @@ for _command in (
     train_cmd, score_cmd, denoise_cmd, export_cmd, interpolate_cmd, latent_map_cmd,
     report_cmd, info_cmd, demo_cmd, export_model_cmd,
 ):  # fmt: skip
+    if _command is not info_cmd:  # info's --config prints a config instead of reading one
+        add_config_option(_command)
     cli.add_command(_command)
 
 

@@ -12,6 +12,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,13 +51,23 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def usage_check(
-    parse: Callable[[Any], Any],
+    parse: Callable[[Any], Any] | str,
 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A Click callback that runs ``parse`` on the value: a ConfigError is a usage error."""
+    """A Click callback that runs ``parse`` on the value: a ConfigError is a usage error.
+
+    ``parse`` may be ``"module:function"``, imported only when a value is checked, so that
+    ``--help`` and completion never import the library (torch) behind it.
+    """
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or ctx.resilient_parsing:
+            return value
+        fn = parse
+        if isinstance(fn, str):
+            module, _, name = fn.partition(":")
+            fn = getattr(import_module(module), name)
         try:
-            parse(value)
+            fn(value)
         except AetoolError as exc:
             raise click.BadParameter(str(exc)) from None
         return value
@@ -115,6 +126,8 @@ def format_option(*choices: str, short: bool = False, help: str | None = None) -
 
 
 def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if ctx.resilient_parsing:  # shell completion: parse nothing it does not need
+        return None
     from aetool.data.shards import parse_shard
 
     try:
@@ -131,13 +144,27 @@ def shard_option(
 
 
 def _check_threshold(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if ctx.resilient_parsing:  # shell completion: no numpy for a Tab
+        return value
     from aetool.anomaly.thresholds import parse_threshold
 
     try:
-        parse_threshold(value)
+        spec = parse_threshold(value)
     except AetoolError as exc:
         raise click.BadParameter(str(exc)) from None
+    if spec.kind == "value" and spec.param is not None and _looks_like_k(spec.param):
+        k = int(spec.param)
+        click.echo(
+            f"hint: -t {value} is an absolute score threshold, and scores are rarely above 1; "
+            f"for mean + {k} standard deviations of the validation scores write -t {k}sigma",
+            err=True,
+        )
     return value
+
+
+def _looks_like_k(value: float) -> bool:
+    """A whole number from 1 to 10: more likely a K of Ksigma than a score."""
+    return value == int(value) and 1 <= value <= 10
 
 
 def threshold_option(help: str) -> Callable[[F], F]:
@@ -156,6 +183,15 @@ def labels_option(f: F) -> F:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         default=None,
         help="CSV with path,label columns; replaces labels from the folder layout.",
+    )(f)
+
+
+def no_labels_option(f: F) -> F:
+    """``--no-labels``: take no labels from folder names (no evaluation, no label column)."""
+    return click.option(
+        "--no-labels",
+        is_flag=True,
+        help="Take no labels from folder names (no label column, no evaluation).",
     )(f)
 
 

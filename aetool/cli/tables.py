@@ -143,16 +143,17 @@ def print_denoise_summary(
     failed: int,
     with_reference: bool,
     time_line: str,
+    method: str = "",
 ) -> None:
     table = key_value_table("Denoising summary", fold=False)
     table.add_row("images", images)
+    if method:
+        table.add_row("method", plain(method))
     table.add_row("written", plain(f"{summary.written} to {out_dir}"))
     if summary.exists:
         table.add_row("not overwritten", f"{summary.exists} existing output(s); use --overwrite")
     if failed:
         table.add_row("errors", f"{failed} unreadable or unwritable")
-    if summary.refined:
-        table.add_row("refined", f"{summary.refined} of {summary.written} (--refine off: skip)")
     sigma = summary.mean("sigma_est")
     if sigma is not None:
         table.add_row("noise (sigma_est)", f"mean {sigma:.4f} (x255: {sigma * 255:.1f})")

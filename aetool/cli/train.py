@@ -6,19 +6,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from aetool.cli.console import (
-    DecodeProgress,
-    RichTrainProgress,
-    make_err_console,
-    plain,
-    warn,
-    warn_skipped,
-)
 from aetool.cli.options import (
     DEFAULT_MODEL,
     batch_size_option,
@@ -29,26 +20,22 @@ from aetool.cli.options import (
     strict_option,
     usage_check,
 )
-from aetool.cli.tables import print_train_summary
-from aetool.data.cache import ImageSet, load_images
-from aetool.data.decode import parse_size
-from aetool.errors import ConfigError, OutputError
-from aetool.files import check_output, display
-from aetool.models.file import save_model
-from aetool.models.registry import ModelConfig, list_models
-from aetool.training.callbacks import SampleGrids
-from aetool.training.config import TrainConfig, parse_sparsity
-from aetool.training.distributed import launched_by_torchrun, torchrun_command
-from aetool.training.distributed import teardown as dist_teardown
-from aetool.training.loop import train
-from aetool.training.noise import parse_noise
-from aetool.training.record import TrainResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aetool.data.cache import ImageSet
+    from aetool.training.record import TrainResult
 
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
 MIN_THRESHOLD_VAL = 20
 
+#: The built-in architectures, named here so that `--help` need not import torch to list
+#: them (a test checks this against the registry).
+ARCHITECTURES = ("conv", "denoiser", "dense")
 
-@click.command("train")
+
+@click.command("train", short_help="Train an autoencoder on folders of normal images.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -61,7 +48,7 @@ MIN_THRESHOLD_VAL = 20
 @overwrite_option("Replace an existing model file.")
 @click.option(
     "--arch",
-    type=click.Choice(list(list_models())),
+    type=click.Choice(ARCHITECTURES),
     default="conv",
     show_default=True,
     help="Architecture.",
@@ -102,18 +89,18 @@ MIN_THRESHOLD_VAL = 20
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--loss", type=click.Choice(["mse", "bce", "ssim"]), default="mse", show_default=True)
 @click.option(
-    "--noise", default=None, callback=usage_check(parse_noise),
+    "--noise", default=None, callback=usage_check("aetool.training.noise:parse_noise"),
     help="Denoising: gaussian:SIGMA[-MAX] | mask:P | saltpepper:P.",
 )  # fmt: skip
 @click.option(
-    "--sparsity", default=None, callback=usage_check(parse_sparsity),
+    "--sparsity", default=None, callback=usage_check("aetool.training.config:parse_sparsity"),
     help="KL sparsity penalty BETA[:RHO] on the latent.",
 )  # fmt: skip
 @click.option(
     "--contractive", type=click.FloatRange(0), default=0.0, help="Contractive penalty weight."
 )
 @click.option(
-    "--image-size", default=None, callback=usage_check(parse_size),
+    "--image-size", default=None, callback=usage_check("aetool.data.decode:parse_size"),
     help="N or HxW (default: the images' common size, else 64x64).",
 )  # fmt: skip
 @click.option(
@@ -135,7 +122,12 @@ MIN_THRESHOLD_VAL = 20
     default=None,
     help="Train on random square patches of native-size images (fully convolutional archs).",
 )
-@click.option("--patches-per-epoch", type=click.IntRange(1), default=None)
+@click.option(
+    "--patches-per-epoch",
+    type=click.IntRange(1),
+    default=None,
+    help="With --patch-size: random patches drawn per epoch [default: one per image].",
+)
 @strict_option()
 @click.option("--resume", is_flag=True, help="Continue the interrupted run stored in --output.")
 @click.option(
@@ -188,10 +180,30 @@ def train_cmd(
 ) -> None:
     """Train an autoencoder on folders of normal images; print the model path.
 
-    Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m aetool train ...``
-    (or ``--distributed --nproc N`` on one machine) trains with
+    Multi-GPU / multi-node: `torchrun --nproc-per-node N -m aetool train ...`
+    (or --distributed --nproc N on one machine) trains with
     DistributedDataParallel; rank 0 reports, writes the model and prints its path.
+
+    Examples:
+
+    \b
+        aetool train mvtec/bottle/train/good -o bottle.safetensors
+        aetool train good/ --image-size 128 --epochs 100
+        aetool train photos/ --arch denoiser --noise gaussian:0.1 --patch-size 64
+        aetool info bottle.safetensors --config > train.toml
+        aetool train --config train.toml -o again.safetensors
     """
+    from aetool.cli.console import RichTrainProgress, make_err_console, plain, warn
+    from aetool.cli.tables import print_train_summary
+    from aetool.errors import ConfigError
+    from aetool.files import check_output, display
+    from aetool.models.registry import ModelConfig
+    from aetool.training.callbacks import SampleGrids
+    from aetool.training.config import TrainConfig
+    from aetool.training.distributed import launched_by_torchrun
+    from aetool.training.distributed import teardown as dist_teardown
+    from aetool.training.loop import train
+
     if (distributed or nproc) and not launched_by_torchrun():
         _relaunch_under_torchrun(click.get_current_context(), nproc, train_args["device"])
         return
@@ -216,6 +228,8 @@ def train_cmd(
         native_size=cfg.patch_size is not None and image_size is None, resize=resize,
         alpha_background=alpha_background, strict=strict,
     )  # fmt: skip
+    if image_size is None:
+        _hint_large_images(console, images.size)
     callbacks = [RichTrainProgress(console, cfg.epochs)] + (
         [SampleGrids(samples)] if samples else []
     )
@@ -247,6 +261,7 @@ def _resumed_model_options(output: Path, arch: str, latent_dim: int) -> tuple[st
     """--resume continues the file's model: --arch and --latent-dim, when given, must match it."""
     from click.core import ParameterSource
 
+    from aetool.files import display
     from aetool.models.file import read_metadata
 
     ctx = click.get_current_context()
@@ -274,6 +289,10 @@ def save_or_rescue(result: TrainResult, output: Path, *, overwrite: bool) -> Pat
     that takes it (beside ``output``, the temporary folder, the current folder) and the
     error names that file.
     """
+    from aetool.errors import OutputError
+    from aetool.files import display
+    from aetool.models.file import save_model
+
     try:
         return result.save(output, overwrite=overwrite)
     except OutputError as exc:
@@ -291,7 +310,30 @@ def save_or_rescue(result: TrainResult, output: Path, *, overwrite: bool) -> Pat
         raise OutputError(f"{exc}; no folder could take the trained model either") from None
 
 
+#: Working sizes above this many pixels (256x256) get a hint about --image-size: a model
+#: built for 1024x1024 images has millions of parameters and trains at about an image a
+#: second on a CPU.
+LARGE_IMAGE_PIXELS = 256 * 256
+
+
+def _hint_large_images(console: Console, size: tuple[int, int] | None) -> None:
+    """Tell the user the size the model is built for when it is large, and the way out."""
+    from aetool.cli.console import warn
+
+    if size is None or size[0] * size[1] <= LARGE_IMAGE_PIXELS:
+        return
+    warn(
+        console,
+        f"the images' common size {size[0]}x{size[1]} is the model's working size; training "
+        "at that size is slow and memory-hungry: --image-size 128 (or 256) trains on "
+        "downscaled images, --patch-size 64 with --arch denoiser trains on full-resolution patches",
+    )
+
+
 def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:
+    from aetool.cli.console import DecodeProgress, warn_skipped
+    from aetool.data.cache import load_images
+
     with DecodeProgress(console) as bar:
         images = load_images(inputs, progress=bar.update if bar.progress else None, **kwargs)
     warn_skipped(console, images.skipped)
@@ -303,6 +345,8 @@ def _relaunch_under_torchrun(ctx: click.Context, nproc: int | None, device: str)
     import subprocess
 
     import torch
+
+    from aetool.training.distributed import torchrun_command
 
     if nproc is None:
         if device == "cpu" or not torch.cuda.is_available():

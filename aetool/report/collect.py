@@ -64,6 +64,8 @@ def build_report(
     score_kind: str = "mse",
     threshold: str = "auto",
     labels: dict[str, int] | None = None,
+    infer_labels: bool = True,
+    masks_dir: str | os.PathLike[str] | None = None,
     top_n: int = 8,
     samples: int = 8,
     batch_size: int = 64,
@@ -79,6 +81,9 @@ def build_report(
         score_kind: ``mse``, ``ssim`` or ``max-local``.
         threshold: as for ``aetool score``.
         labels: path -> 0/1 overriding labels from the folder layout.
+        infer_labels: take labels from folder names when ``labels`` is None.
+        masks_dir: ground-truth masks mirroring the images (default: MVTec's
+            ``ground_truth`` folders), for the pixel ROC AUC.
         top_n: how many most-anomalous and most-normal images to show.
         samples: how many images in the reconstruction grid.
         batch_size: images per forward pass.
@@ -91,8 +96,8 @@ def build_report(
     dev = resolve_device(device)
     inputs = list(inputs)
     options = ScoreOptions(
-        score_kind=score_kind, threshold=threshold, labels=labels, batch_size=batch_size,
-        device=dev, masks=False, progress=progress, warn=warn,
+        score_kind=score_kind, threshold=threshold, labels=labels, infer=infer_labels,
+        batch_size=batch_size, device=dev, masks_dir=masks_dir, progress=progress, warn=warn,
     )  # fmt: skip
     run = score_images(inputs, model, options)
     paths: list[str] = []
@@ -152,6 +157,9 @@ def build_report(
         latent_codes=codes,
         latent_labels=latent_labels,
         metrics=summary.get("metrics"),
+        best_f1=summary.get("best_f1"),
+        pixel=summary.get("pixel"),
+        counts=summary.get("counts"),
     )
 
 

@@ -61,6 +61,9 @@ class ReportData:
         latent_labels: Label per latent code (class name or 0/1/None).
         metrics: Optional ``roc_auc``, ``average_precision``, ``f1``, ``precision``,
             ``recall`` and ``confusion`` (``{"tn", "fp", "fn", "tp"}``).
+        best_f1: The F1-optimal threshold and its metrics (reported only).
+        pixel: Pixel ROC AUC against ground-truth masks, when any were found.
+        counts: The scoring run's counts.
         title: Page title.
         created: Timestamp text shown under the title, if any.
     """
@@ -82,6 +85,13 @@ class ReportData:
     latent_codes: np.ndarray | None = None
     latent_labels: list[Any] | None = None
     metrics: dict[str, Any] | None = None
+    #: The F1-optimal threshold (``value``, ``rule``, ``metrics``), shown as in `aetool score`'s
+    #: summary: reported only, the threshold above decides.
+    best_f1: dict[str, Any] | None = None
+    #: Pixel-level ROC AUC against ground-truth masks (``roc_auc``, ``images_with_masks``).
+    pixel: dict[str, Any] | None = None
+    #: The scoring run's counts (``rows``, ``scored``, ``unreadable``, ...).
+    counts: dict[str, Any] | None = None
     title: str = "aetool report"
     created: str | None = None
 

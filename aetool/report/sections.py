@@ -278,6 +278,7 @@ def scores_section(data: ReportData, figs: Mapping[str, bytes]) -> str:
         )
         if m.get(key) is not None
     ]
+    rows += _f1_pixel_rows(data)
     if rows:
         parts.append(f"<h3>Metrics</h3>{_table(rows)}")
     if isinstance(conf, Mapping):
@@ -299,6 +300,28 @@ def scores_section(data: ReportData, figs: Mapping[str, bytes]) -> str:
     else:
         parts.append(_na("no labels are known, so there are no ROC or precision-recall curves."))
     return _section("scores", "Scores", "".join(parts))
+
+
+def _f1_pixel_rows(data: ReportData) -> list[tuple[str, str]]:
+    """The F1-optimal threshold and the pixel ROC AUC, as `aetool score` reports them."""
+    rows: list[tuple[str, str]] = []
+    b = data.best_f1
+    if b and b.get("metrics"):
+        bm = b["metrics"]
+        rows.append((
+            "F1-optimal threshold",
+            f"{_fmt(float(b['value']))}: F1 {_fmt(bm.get('f1'))}, precision "
+            f"{_fmt(bm.get('precision'))}, recall {_fmt(bm.get('recall'))} "
+            "(reported only; the threshold above decides)",
+        ))  # fmt: skip
+    p = data.pixel
+    if p and p.get("roc_auc") is not None:
+        rows.append((
+            "pixel ROC AUC",
+            f"{_fmt(float(p['roc_auc']))} ({_fmt(p.get('images_with_masks'))} images with "
+            "ground-truth masks)",
+        ))  # fmt: skip
+    return rows
 
 
 def _score_stats(data: ReportData) -> list[tuple[str, str]]:

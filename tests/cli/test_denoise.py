@@ -48,6 +48,14 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+def _plain(text: str) -> str:
+    """The summary table's cells, unwrapped (a cell folds over several lines)."""
+    return " ".join(text.replace("│", " ").split())
+
+
+REFINED = "then collaborative Wiener refinement"
+
+
 def _rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
@@ -298,7 +306,7 @@ def test_refine_is_on_for_gaussian_trained_models_and_can_be_chosen(
         res = _run("denoise", str(tmp_path / "in"), str(tmp_path / flag), "--refine", flag,
                    "--reference", str(tmp_path / "clean"))  # fmt: skip
         assert res.exit_code == 0, res.output
-        assert ("refined" in res.stderr) == (flag != "off")  # the bundled model: auto is on
+        assert (REFINED in _plain(res.stderr)) == (flag != "off")  # the bundled model: auto is on
         outs[flag] = np.asarray(Image.open(tmp_path / flag / "n.png"), dtype=np.float64)
         (row,) = _rows(res.stdout)
         outs[flag + " psnr"] = float(row["psnr_out"])
@@ -307,9 +315,53 @@ def test_refine_is_on_for_gaussian_trained_models_and_can_be_chosen(
     assert outs["on psnr"] > outs["off psnr"] + 0.3  # texture the model smoothed comes back
     # a model file without a Gaussian-noise training record: auto is off
     res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "h"), "-m", str(halving_model))
-    assert res.exit_code == 0 and "refined" not in res.stderr
+    assert res.exit_code == 0 and REFINED not in _plain(res.stderr)
     res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "h2"), "-m", str(halving_model),
                "--refine", "on")  # fmt: skip
-    assert res.exit_code == 0 and "refined" in res.stderr
+    assert res.exit_code == 0 and REFINED in _plain(res.stderr)
     res = _run("denoise", str(tmp_path / "in"), str(tmp_path / "x"), "--refine", "yes")
     assert res.exit_code == 2 and "--refine" in res.stderr
+
+
+def test_empty_shard_writes_the_header(tmp_path: Path, folder: Path, halving_model: Path) -> None:
+    """Every shard of two images over 8 writes the header, and the method line says what ran."""
+    imgs = [str(folder / "four.png"), str(folder / "five.png")]
+    results = [
+        _run(
+            "denoise",
+            *imgs,
+            str(tmp_path / "out"),
+            "-m",
+            str(halving_model),
+            "--shard",
+            f"{i}/8",
+            "--device",
+            "cpu",
+        )  # fmt: skip
+        for i in range(1, 9)
+    ]
+    assert all(r.exit_code == 0 for r in results), [r.stderr for r in results]
+    assert {r.stdout.splitlines()[0] for r in results} == {"src,dst,sigma_est,status,error"}
+    assert sum(len(_rows(r.stdout)) for r in results) == 2
+    assert sum(r.stdout.count("\n") == 1 for r in results) == 6
+    assert all("alone, no refinement" in " ".join(r.stderr.replace("│", " ").split())
+               for r in results)  # fmt: skip
+
+
+def test_summary_says_what_ran(tmp_path: Path, halving_model: Path) -> None:
+    rng = np.random.default_rng(1)
+    ramp = np.add.outer(np.arange(48), np.arange(48)) * 2.0 + 30
+    noisy = np.clip(ramp + rng.normal(0, 8, ramp.shape), 0, 255).round().astype(np.uint8)
+    img = _write(tmp_path / "in" / "noisy.png", noisy)
+
+    def plain(text: str) -> str:  # the summary table's cells, unwrapped
+        return " ".join(text.replace("│", " ").split())
+
+    off = _run("denoise", str(img), str(tmp_path / "o1"), "--refine", "off", "--device", "cpu")
+    assert off.exit_code == 0, off.stderr
+    assert "bundled grayscale denoiser alone" in plain(off.stderr)
+    assert "(--refine off)" in plain(off.stderr)
+    on = _run("denoise", str(img), str(tmp_path / "o2"), "--refine", "on", "--device", "cpu")
+    assert on.exit_code == 0, on.stderr
+    assert "then collaborative Wiener refinement" in plain(on.stderr)
+    assert "on all of 1 image(s)" in plain(on.stderr)

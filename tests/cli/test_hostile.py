@@ -161,7 +161,7 @@ def test_train_rescues_the_model_when_the_final_write_fails(
         return real(path, *a, **k)
 
     monkeypatch.setattr(record, "save_model", failing_first)
-    monkeypatch.setattr("aetool.cli.train.save_model", failing_first)
+    monkeypatch.setattr("aetool.models.file.save_model", failing_first)
     monkeypatch.chdir(tmp_path)
     res = invoke(["train", str(imgs), "-o", str(out), "--epochs", "1", "--device", "cpu"])
     line = one_error_line(res)

@@ -79,3 +79,36 @@ def test_report_options_fail_like_scores(
         res = runner.invoke(cli, [command, test, "-m", str(score_model), "--labels", labels, *out])
         assert res.exit_code == 2 and "does not exist" in res.stderr, command
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_matches_score_metrics_and_exit_codes(
+    tmp_path: Path, score_tree: Path, score_model: Path
+) -> None:
+    """The report shows the pixel ROC AUC and F1-optimal threshold `score` reports, warns
+    about folder labels, and exits 4 when some inputs could not be read."""
+    import json
+    import shutil
+
+    runner = CliRunner()
+    test = tmp_path / "widget"
+    shutil.copytree(score_tree, test)
+    (test / "test" / "good" / "broken.png").write_bytes(b"not a png")
+    summary = tmp_path / "s.json"
+    score = runner.invoke(cli, ["score", str(test / "test"), "-m", str(score_model),
+                                "--report", str(summary)])  # fmt: skip
+    assert score.exit_code == 4
+    expected = json.loads(summary.read_text())
+    out = tmp_path / "r.html"
+    res = runner.invoke(cli, ["report", str(test / "test"), "-m", str(score_model), "-o", str(out)])
+    assert res.exit_code == 4 and "could not be scored" in res.stderr  # as `score`
+    assert "labels come from folder names: 16 normal, 16 anomalous" in res.stderr
+    html = out.read_text(encoding="utf-8")
+    auc = float(re.search(r"pixel ROC AUC</th><td>([0-9.]+)", html).group(1))
+    assert abs(auc - expected["pixel"]["roc_auc"]) < 1e-3
+    best = float(re.search(r"F1-optimal threshold</th><td>([0-9.e-]+)", html).group(1))
+    assert abs(best - expected["best_f1"]["value"]) <= 1e-3 * abs(expected["best_f1"]["value"])
+    res = runner.invoke(cli, ["report", str(test / "test"), "-m", str(score_model), "-o",
+                              str(out), "--overwrite", "--no-labels"])  # fmt: skip
+    assert "folder names" not in res.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "F1-optimal" not in html and "no labels are known" in html

@@ -347,3 +347,80 @@ def test_fail_on_anomaly_outranks_partial_failure(
     args = [str(folder), "-m", str(score_model), "--threshold", "0"]
     assert run(args).exit_code == 4  # every readable image is flagged, one is unreadable
     assert run([*args, "--fail-on-anomaly"]).exit_code == 3
+
+
+# --- issue 19: empty shards, -o, labels, threshold hint, full precision ---------------------
+
+
+def test_empty_shard_writes_header_and_exits_0(score_tree: Path, score_model: Path) -> None:
+    """Two images over 8 shards leave most shards empty: each still gives the header."""
+    imgs = sorted((score_tree / "test" / "good").glob("*.png"))[:2]
+    outputs = [run([*map(str, imgs), "-m", str(score_model), "--shard", f"{i}/8"])
+               for i in range(1, 9)]  # fmt: skip
+    assert all(r.exit_code == 0 for r in outputs), [r.stderr for r in outputs]
+    headers = {r.stdout.splitlines()[0] for r in outputs}
+    assert len(headers) == 1  # every shard, empty or not, has the same columns
+    rows = [row for r in outputs for row in parse_csv(r.stdout)[1]]
+    assert sorted(row["path"] for row in rows) == sorted(map(str, imgs))
+    assert sum(len(r.stdout.splitlines()) == 1 for r in outputs) >= 6  # header only
+
+
+def test_output_file_and_overwrite(tmp_path: Path, score_tree: Path, score_model: Path) -> None:
+    out = tmp_path / "scores.csv"
+    res = run([str(score_tree / "test" / "blob"), "-m", str(score_model), "-o", str(out)])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    header, rows = parse_csv(out.read_text())
+    assert header == COLUMNS_UNLABELLED and len(rows) == 8
+    again = run([str(score_tree / "test" / "blob"), "-m", str(score_model), "-o", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    res = run([str(score_tree / "test" / "good"), "-m", str(score_model), "-o", str(out),
+               "--overwrite"])  # fmt: skip
+    assert res.exit_code == 0 and "good/" in out.read_text() and "blob/" not in out.read_text()
+
+
+def test_folder_labels_warn_and_no_labels(score_tree: Path, score_model: Path) -> None:
+    res = run([str(score_tree / "test"), "-m", str(score_model)])
+    assert res.exit_code == 0
+    assert "labels come from folder names: 16 normal, 16 anomalous" in res.stderr
+    assert "defect" in res.stderr and "--no-labels" in res.stderr
+    res = run([str(score_tree / "test"), "-m", str(score_model), "--no-labels"])
+    assert res.exit_code == 0, res.stderr
+    header, rows = parse_csv(res.stdout)
+    assert header == COLUMNS_UNLABELLED and len(rows) == 32
+    assert "folder names" not in res.stderr and "ROC AUC / AP" not in res.stderr
+    bad = run([str(score_tree / "test"), "-m", str(score_model), "--no-labels", "--labels",
+               str(score_tree / "nope.csv")])  # fmt: skip
+    assert bad.exit_code == 2
+
+
+def test_good_images_under_defect_folder_are_called_anomalous_with_a_warning(
+    tmp_path: Path, score_tree: Path, score_model: Path
+) -> None:
+    batch = tmp_path / "incoming" / "defect"
+    shutil.copytree(score_tree / "test" / "good", batch)
+    res = run([str(tmp_path / "incoming"), "-m", str(score_model)])
+    assert "0 normal, 16 anomalous" in res.stderr
+    res = run([str(tmp_path / "incoming"), "-m", str(score_model), "--no-labels"])
+    assert "label" not in parse_csv(res.stdout)[0]
+
+
+@pytest.mark.parametrize(("value", "hint"), [("3", True), ("10", True), ("0.5", False),
+                                              ("3sigma", False), ("12", False)])  # fmt: skip
+def test_small_whole_threshold_gets_a_sigma_hint(
+    score_tree: Path, score_model: Path, value: str, hint: bool
+) -> None:
+    res = run([str(score_tree / "test" / "blob"), "-m", str(score_model), "-t", value])
+    assert res.exit_code == 0
+    assert ("hint:" in res.stderr and f"-t {value}sigma" in res.stderr) is hint
+
+
+def test_csv_floats_read_back_exactly(score_tree: Path, score_model: Path) -> None:
+    res = run([str(score_tree / "test" / "blob"), "-m", str(score_model)])
+    jl = run([str(score_tree / "test" / "blob"), "-m", str(score_model), "-f", "jsonl"])
+    csv_rows = parse_csv(res.stdout)[1]
+    json_rows = [json.loads(line) for line in jl.stdout.splitlines()]
+    for c, j in zip(csv_rows, json_rows, strict=True):
+        assert float(c["score"]) == j["score"] and float(c["threshold"]) == j["threshold"]
+        assert float(c["percentile"]) == j["percentile"]
+    assert max(len(r["score"]) for r in csv_rows) > 8  # more than the old 6 digits

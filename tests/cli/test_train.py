@@ -94,14 +94,15 @@ def test_info_readable_and_json(runner: CliRunner, blob_folder: Path, tmp_path: 
     out = tmp_path / "m.safetensors"
     assert _train(runner, blob_folder, out, "--noise", "gaussian:0.1").exit_code == 0
     res = runner.invoke(cli, ["info", str(out)])
-    assert res.exit_code == 0 and res.stdout == ""
-    assert "conv" in res.stderr and "gaussian:0.1" in res.stderr and "val mse" in res.stderr
+    # The readable table is info's output: on stdout, so `info M > f` writes f.
+    assert res.exit_code == 0 and res.stderr == ""
+    assert "conv" in res.stdout and "gaussian:0.1" in res.stdout and "val mse" in res.stdout
     res = runner.invoke(cli, ["info", str(out), "--json"])
     meta = json.loads(res.stdout)
     assert meta["format"] == "aetool-model" and meta["training"]["noise"] == "gaussian:0.1"
     assert len(meta["validation"]["scores"]["mse"]) == meta["validation"]["count"]
     res = runner.invoke(cli, ["info"], env={"AETOOL_MODEL": str(out)})
-    assert res.exit_code == 0 and str(out) in res.stderr
+    assert res.exit_code == 0 and str(out) in res.stdout
     res = runner.invoke(cli, ["info", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 1 and "not found" in res.stderr
 
@@ -114,3 +115,53 @@ def test_python_m_aetool_works() -> None:
         [sys.executable, "-m", "aetool", "--version"], capture_output=True, text=True
     )
     assert res.returncode == 0 and "aetool" in res.stdout
+
+
+@pytest.mark.parametrize(("size", "hinted"), [((1024, 1024), True), ((300, 300), True),
+                                              ((256, 256), False), (None, False)])  # fmt: skip
+def test_large_working_size_gets_an_image_size_hint(
+    size: tuple[int, int] | None, hinted: bool
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from aetool.cli.train import _hint_large_images
+
+    buf = io.StringIO()
+    _hint_large_images(Console(file=buf, width=300), size)
+    text = buf.getvalue()
+    assert ("--image-size" in text) is hinted
+    if hinted and size is not None:
+        assert f"{size[0]}x{size[1]}" in text
+
+
+def test_large_images_hint_reaches_stderr(runner: CliRunner, tmp_path: Path) -> None:
+    import numpy as np
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((260, 270), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    res = runner.invoke(cli, ["train", str(folder), "-o", str(tmp_path / "m.safetensors"),
+                              "--image-size", "16", "--epochs", "1"])  # fmt: skip
+    assert res.exit_code == 0 and "--image-size 128" not in res.stderr  # size was chosen
+    res = runner.invoke(cli, ["train", str(folder), "-o", str(tmp_path / "n.safetensors"),
+                              "--epochs", "1", "--arch", "dense", "--latent-dim", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "260x270" in res.stderr and "--image-size 128" in res.stderr
+
+
+def test_help_texts_have_examples_and_no_rest_markup(runner: CliRunner) -> None:
+    for command in ("train", "score", "denoise", "export", "interpolate", "latent-map",
+                    "report", "info", "demo"):  # fmt: skip
+        res = runner.invoke(cli, [command, "--help"])
+        assert res.exit_code == 0
+        assert "Examples:" in res.stdout and f"aetool {command}" in res.stdout, command
+        assert "``" not in res.stdout, command
+    top = runner.invoke(cli, ["--help"]).stdout
+    assert "..." not in top.split("Commands:")[1]  # no description cut off
+    for command in ("score", "denoise", "export"):
+        assert "--shard I/N" in runner.invoke(cli, [command, "--help"]).stdout
+    train_help = " ".join(runner.invoke(cli, ["train", "--help"]).stdout.split())
+    assert "--patches-per-epoch INTEGER RANGE With --patch-size: random patches" in train_help
