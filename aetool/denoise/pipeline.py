@@ -434,11 +434,14 @@ class _Pipeline:
             ref, dst, "written", sigma_est=estimate_sigma(src.pixels),
             seconds=time.perf_counter() - t0, refined=refined,
         )  # fmt: skip
+        if src.converted_from:  # said in the row (and warned), never silent
+            res.error = f"written as {src.mode}: a {src.converted_from} image cannot keep its mode"
         if self.ref_dir is not None:
             try:
                 clean = _reference_for(self.ref_dir, ref.relpath, src)
             except (ImageError, OutputError) as exc:
-                res.error = f"reference not used: {exc}"
+                note = f"reference not used: {exc}"
+                res.error = f"{res.error}; {note}" if res.error else note
             else:
                 res.psnr_in, res.psnr_out = psnr(clean, src.pixels), psnr(clean, den)
                 res.ssim_in, res.ssim_out = ssim(clean, src.pixels), ssim(clean, den)

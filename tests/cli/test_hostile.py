@@ -197,6 +197,7 @@ HOSTILE_META: dict[str, Callable[[dict], object]] = {
     "no arch": lambda m: m.pop("arch"),
     "unknown arch": lambda m: m.update(arch="../../etc"),
     "channels 0": lambda m: m["arch_args"].update(channels=0),
+    "channels a list": lambda m: m["arch_args"].update(channels=[1]),
     "preprocessing a list": lambda m: m.update(preprocessing=[]),
     "channels as text": lambda m: m["preprocessing"].update(channels="x"),
     "resize unknown": lambda m: m["preprocessing"].update(resize="zoom"),
