@@ -272,7 +272,7 @@ def test_fifos_never_block(imgs: Path, score_model: Path, tmp_path: Path) -> Non
     assert "not a regular file" in one_error_line(res)
     res = invoke(["score", str(imgs), "-m", str(score_model), "--labels",
                   str(tmp_path / "labels.csv"), *base], timeout=60)  # fmt: skip
-    assert "not a regular file" in one_error_line(res)
+    assert "labels.csv: not a regular file" in one_error_line(res)
     res = invoke(["denoise", str(imgs), str(tmp_path / "out")], timeout=120)
     assert res.exit_code == 4 and "not a regular file" in res.stderr  # skipped, and said
     assert len(list((tmp_path / "out").iterdir())) == 6
