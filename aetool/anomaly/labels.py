@@ -135,8 +135,8 @@ def read_labels_csv(path: str | Path) -> dict[str, int]:
             two different labels.
     """
     p = Path(path)
-    if not p.is_file():  # a FIFO would block: never opened
-        raise ConfigError(f"labels file {p} is not a regular file")
+    if p.exists() and not p.is_file():  # a FIFO would block: never opened
+        raise ConfigError(f"cannot read labels file {p}: not a regular file")
     try:
         with p.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
             rows = list(csv.reader(fh))

@@ -19,6 +19,7 @@ from aetool.cli.options import (
     model_option,
     no_labels_option,
     overwrite_option,
+    refuse_existing,
     score_kind_option,
     shard_option,
     strict_option,

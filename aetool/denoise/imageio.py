@@ -73,6 +73,8 @@ class SourceImage:
             [0, 1] for the model, and mapped back when writing.
         nonfinite: ``(flat indices, values)`` of NaN/inf pixels of a float
             image, written back as they were.
+        converted_from: the input's mode when it cannot be written back as such
+            (palette, bilevel, CMYK, YCbCr, LAB: written as L/RGB/RGBA), else None.
         chroma_subsampled: a JPEG whose colour was stored at reduced resolution
             (4:2:0, 4:2:2): its noise is no longer independent per channel.
     """
@@ -85,11 +87,16 @@ class SourceImage:
     value_range: tuple[float, float] | None = None
     nonfinite: tuple[np.ndarray, np.ndarray] | None = None
     chroma_subsampled: bool = False
+    converted_from: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         """``(H, W)``."""
         return self.pixels.shape[1], self.pixels.shape[2]
+
+
+#: Modes written back in another one (the denoised values are not palette indices or ink).
+_CONVERTED_MODES = frozenset({"P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"})
 
 
 def _format_for(path: Path, fmt: str | None) -> str:
@@ -146,7 +153,7 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
         color = arr[..., :-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return SourceImage(
             np.ascontiguousarray(color), arr[..., -1].copy(), rgba.mode, fmt,
-            _kept_info(info, exif),
+            _kept_info(info, exif), converted_from=mode if mode in _CONVERTED_MODES else None,
         )  # fmt: skip
     pixels = decode_image(path)  # full precision, EXIF orientation applied
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -154,8 +161,9 @@ def read_image(path: str | os.PathLike[str]) -> SourceImage:
     else:
         out_mode = "L" if pixels.shape[0] == 1 else "RGB"
     return SourceImage(
-        pixels, None, out_mode, fmt, _kept_info(info, exif), chroma_subsampled=subsampled
-    )
+        pixels, None, out_mode, fmt, _kept_info(info, exif), chroma_subsampled=subsampled,
+        converted_from=mode if mode in _CONVERTED_MODES else None,
+    )  # fmt: skip
 
 
 def _refuse_frames(path: Path, probe: Image.Image) -> None:

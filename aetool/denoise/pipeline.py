@@ -478,11 +478,14 @@ class _Pipeline:
     def _finish(self, res: DenoiseResult, src: SourceImage, den: np.ndarray) -> None:
         """In a worker: the noise estimate, the scores against the reference, the file."""
         res.sigma_est = estimate_sigma(src.pixels)
+        if src.converted_from:  # said in the row (and warned), never silent
+            res.error = f"written as {src.mode}: a {src.converted_from} image cannot keep its mode"
         if self.ref_dir is not None:
             try:
                 clean = _reference_for(self.ref_dir, res.ref.relpath, src)
             except (ImageError, OutputError) as exc:
-                res.error = f"reference not used: {exc}"
+                note = f"reference not used: {exc}"
+                res.error = f"{res.error}; {note}" if res.error else note
             else:
                 res.psnr_in, res.psnr_out = psnr(clean, src.pixels), psnr(clean, den)
                 res.ssim_in, res.ssim_out = ssim(clean, src.pixels), ssim(clean, den)

@@ -81,7 +81,7 @@ def _check_arch_arg(path: Path, key: str, value: Any) -> None:
     values = value if isinstance(value, list) and len(value) <= 64 else [value]
     ok = all(_is_int(v) and 0 <= v <= _MAX_ARG for v in values)
     if key == "channels":
-        ok = ok and 1 <= value <= 4
+        ok = ok and _is_int(value) and 1 <= value <= 4
     if not ok:
         raise ModelFileError(
             f"{path}: arch_args.{key[:40]} is {repr(value)[:40]}; expected a whole number "

@@ -197,6 +197,7 @@ HOSTILE_META: dict[str, Callable[[dict], object]] = {
     "no arch": lambda m: m.pop("arch"),
     "unknown arch": lambda m: m.update(arch="../../etc"),
     "channels 0": lambda m: m["arch_args"].update(channels=0),
+    "channels a list": lambda m: m["arch_args"].update(channels=[1]),
     "preprocessing a list": lambda m: m.update(preprocessing=[]),
     "channels as text": lambda m: m["preprocessing"].update(channels="x"),
     "resize unknown": lambda m: m["preprocessing"].update(resize="zoom"),
@@ -271,7 +272,7 @@ def test_fifos_never_block(imgs: Path, score_model: Path, tmp_path: Path) -> Non
     assert "not a regular file" in one_error_line(res)
     res = invoke(["score", str(imgs), "-m", str(score_model), "--labels",
                   str(tmp_path / "labels.csv"), *base], timeout=60)  # fmt: skip
-    assert "not a regular file" in one_error_line(res)
+    assert "labels.csv: not a regular file" in one_error_line(res)
     res = invoke(["denoise", str(imgs), str(tmp_path / "out")], timeout=120)
     assert res.exit_code == 4 and "not a regular file" in res.stderr  # skipped, and said
     assert len(list((tmp_path / "out").iterdir())) == 6
