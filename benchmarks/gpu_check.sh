@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Device check for a machine with an NVIDIA GPU, in one go (< 8 minutes on one H100).
+# Device check for a machine with an NVIDIA GPU, in one go (steps 1-3 took < 8 minutes on
+# one H100; step 4 runs under its own timeout, E2E_TIMEOUT).
 #
-#   bash benchmarks/gpu_check.sh [FIGURES_FILE]      # default: $OUT/gpu_figures.txt,
-#                                                    # else ./gpu_figures.txt
+#   bash benchmarks/gpu_check.sh [--device cpu] [FIGURES_FILE]   # default: $OUT/gpu_figures.txt,
+#                                                                # else ./gpu_figures.txt
 #
 # 1. Python: $PY if set; else .venv/bin/python when it already imports aetool and
 #    torch; else `python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'` from
@@ -10,19 +11,34 @@
 # 2. `pytest -m gpu` (the CUDA tests; they skip without a GPU).
 # 3. benchmarks/gpu_bench.py: training (AMP x torch.compile), scoring and
 #    denoising throughput on CUDA.
+# 4. benchmarks/end_to_end.py: `aetool denoise` of 1,000 PNGs at 256x256 with and
+#    without the refinement, and `aetool score` of 10,000 28x28 PNGs, end to end in a
+#    fresh process (start-up included) beside the model-only figure of each.
 # Every figure, the GPU name and the test summary go to FIGURES_FILE.
+#
+# On a CPU: `bash benchmarks/gpu_check.sh --device cpu /tmp/figs.txt` runs the same
+# steps with smaller counts (gpu_bench --quick; end to end on DENOISE_IMAGES=100 and
+# SCORE_IMAGES=2000 images unless set).
 #
 # On a machine without internet whose python3 already has the dependencies (torch,
 # click, rich, ...): PY=python3 PYTHONPATH=$PWD bash benchmarks/gpu_check.sh
-# Timeouts (seconds): TEST_TIMEOUT (default 200) for the tests, BENCH_TIMEOUT (270).
-# Dry run without a GPU: DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/figs.txt
-# (the gpu tests then report as skipped).
+# Timeouts (seconds): TEST_TIMEOUT (default 200) for the tests, BENCH_TIMEOUT (270),
+# E2E_TIMEOUT (270) for step 4. Without a GPU the gpu tests report as skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-FIG="${1:-${OUT:-.}/gpu_figures.txt}"
 DEVICE="${DEVICE:-cuda}"
+if [[ "${1:-}" == "--device" ]]; then
+    DEVICE="$2"
+    shift 2
+fi
+FIG="${1:-${OUT:-.}/gpu_figures.txt}"
 QUICK="${QUICK:-}"
+if [[ "$DEVICE" == "cpu" ]]; then
+    QUICK="${QUICK:-1}"
+    DENOISE_IMAGES="${DENOISE_IMAGES:-100}"
+    SCORE_IMAGES="${SCORE_IMAGES:-2000}"
+fi
 mkdir -p "$(dirname "$FIG")"
 : >"$FIG"
 log() { echo "$*" | tee -a "$FIG"; }
@@ -75,5 +91,11 @@ BENCH=("$PY" benchmarks/gpu_bench.py --device "$DEVICE" --out "$FIG")
 timeout "${BENCH_TIMEOUT:-270}" "${BENCH[@]}"
 rc=$?
 [[ $rc -ne 0 ]] && log "gpu_bench exit: $rc (124: timed out; the figures so far are above)"
+
+# --- 4. end to end beside model only -----------------------------------------
+timeout "${E2E_TIMEOUT:-270}" "$PY" benchmarks/end_to_end.py --device "$DEVICE" --out "$FIG" \
+    --denoise-images "${DENOISE_IMAGES:-1000}" --score-images "${SCORE_IMAGES:-10000}"
+rc=$?
+[[ $rc -ne 0 ]] && log "end_to_end exit: $rc (124: timed out; the figures so far are above)"
 log ""
 log "total: $(($(date +%s) - t_start)) s"

@@ -76,7 +76,8 @@ class DenoiseOptions:
             PSNR and SSIM before and after denoising.
         tile: tile side for fully convolutional models.
         overlap: tile overlap in pixels.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass, or small images of one size denoised together
+            (up to this many, and ``batch_size * tile**2`` pixels).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         strict: raise on the first image that cannot be read or written.
         workers: decoding/encoding threads (default: CPU count, at most 16).
