@@ -110,9 +110,9 @@ def heatmap_vmax(model: LoadedModel, score_kind: str) -> float | None:
     """One colour scale for every image of a run (``None``: each map's own maximum).
 
     Full red at the largest smoothed local error of any normal validation
-    image, or 1.0 for ``1 - SSIM`` maps.
+    image, or 1.0 for ``1 - SSIM`` maps and for a model's own maps (probabilities).
     """
-    if score_kind == "ssim":
+    if score_kind in ("ssim", "model"):
         return 1.0
     local = [v for v in model.validation_scores("max-local") if math.isfinite(v)]
     return max(local) if local and max(local) > 0 else None

@@ -29,8 +29,9 @@ from aetool.cli.tables import print_score_summary
 @click.argument("inputs", nargs=-1, type=str)
 @model_option
 @score_kind_option(
-    "mse: mean squared error in [0,1] pixel units; ssim: 1 - mean SSIM; "
-    "max-local: max of the 5x5-smoothed squared-error map."
+    "auto: model for models with their own anomaly map (draem), else mse; model: the "
+    "model's map, mean of its top 1%; mse: mean squared error in [0,1] pixel units; "
+    "ssim: 1 - mean SSIM; max-local: max of the 5x5-smoothed squared-error map."
 )
 @threshold_option(
     "auto (median + 4*1.4826*MAD of the model's validation scores), a number, "
@@ -53,6 +54,13 @@ from aetool.cli.tables import print_score_summary
     default=None,
     help="Write an error-map overlay PNG per image here, mirroring the input paths.",
 )
+@click.option(
+    "--masks-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a predicted binary defect mask PNG per image here (image size), the map cut "
+    "at the 99.9th percentile of the validation normal pixels (at least 0.5 for --score model).",
+)
 @labels_option
 @click.option(
     "--masks",
@@ -74,6 +82,7 @@ def score_cmd(
     report_path: Path | None,
     fail_on_anomaly: bool,
     heatmaps: Path | None,
+    masks_out: Path | None,
     labels_path: Path | None,
     masks_dir: Path | None,
     shard: tuple[int, int] | None,
@@ -121,7 +130,8 @@ def score_cmd(
     bar = ItemProgress(console, None, "scoring")
     options = ScoreOptions(
         score_kind=score_kind, threshold=threshold, labels=labels, batch_size=batch_size,
-        device=dev, shard=shard, heatmap_dir=heatmaps, masks_dir=masks_dir, strict=strict,
+        device=dev, shard=shard, heatmap_dir=heatmaps, masks_dir=masks_dir, masks_out=masks_out,
+        strict=strict,
         progress=bar.update, warn=warn_unreadable,
     )  # fmt: skip
     run = score_images(paths, loaded, options)

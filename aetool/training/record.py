@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from aetool import __version__
-from aetool.anomaly.scores import SCORE_KINDS, image_scores
+from aetool.anomaly.scores import SCORE_KINDS, error_maps, has_anomaly_map, reduce_maps
 from aetool.data.cache import ImageSet
 from aetool.models.file import save_model
 from aetool.models.registry import AutoEncoder, ModelConfig
@@ -44,6 +44,8 @@ __all__ = [
 
 #: Keep every validation score up to this count; above it keep this many quantiles.
 MAX_STORED_SCORES = 10_000
+#: Pixels of each validation map sampled for the pixel quantiles (``--masks-out``).
+PIXELS_PER_IMAGE = 4096
 
 
 @dataclass
@@ -166,17 +168,40 @@ class RunRecord:
 def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str) -> dict[str, Any]:
     """Per-image scores of held-out normal images (clean input), for thresholds.
 
+    Models with their own anomaly map record the ``model`` kind only; the others
+    the reconstruction kinds. ``pixel_quantiles`` holds, per kind, the
+    :data:`~aetool.anomaly.masks.PIXEL_QUANTILE` quantile of the maps' pixels
+    (up to :data:`PIXELS_PER_IMAGE` sampled per image), for ``--masks-out``.
+
     Args:
         model: the trained model, in eval mode on the device of ``chunks``.
         chunks: batches of clean images.
         source: ``validation``, or ``training`` when no image was held out.
     """
-    scores: dict[str, list[float]] = {k: [] for k in SCORE_KINDS}
+    from aetool.anomaly.masks import PIXEL_QUANTILE
+
+    kinds = ("model",) if has_anomaly_map(model) else SCORE_KINDS
+    scores: dict[str, list[float]] = {k: [] for k in kinds}
+    pixels: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    gen = torch.Generator().manual_seed(0)
     for clean in chunks:
-        recon = model(clean).float()
-        for kind in SCORE_KINDS:
-            scores[kind].extend(image_scores(clean, recon, kind).cpu().tolist())
-    out: dict[str, Any] = {"count": len(scores["mse"]), "source": source, "quantiles_only": False}
+        recon = None if kinds[0] == "model" else model(clean).float()
+        for kind in kinds:
+            if recon is None:
+                maps = model.anomaly_map(clean)[:, 0].float()  # type: ignore[operator]
+            else:
+                maps = error_maps(clean, recon, kind)
+            scores[kind].extend(reduce_maps(maps, kind).cpu().tolist())
+            flat = maps.flatten(1).cpu()
+            if flat.shape[1] > PIXELS_PER_IMAGE:
+                flat = flat[:, torch.randperm(flat.shape[1], generator=gen)[:PIXELS_PER_IMAGE]]
+            pixels[kind].append(flat.numpy().ravel())
+    out: dict[str, Any] = {
+        "count": len(scores[kinds[0]]), "source": source, "quantiles_only": False,
+    }  # fmt: skip
+    out["pixel_quantiles"] = {
+        k: float(np.quantile(np.concatenate(v), PIXEL_QUANTILE)) for k, v in pixels.items() if v
+    }
     stored: dict[str, list[float]] = {}
     for kind, vals in scores.items():
         arr = np.sort(np.asarray(vals, dtype=np.float64))
