@@ -37,6 +37,8 @@ DEFAULT_WEIGHTS = {
     "dark": 0.2, "blend": 0.1, "self": 0.1, "texture": 0.1, "scar": 0.3, "line": 0.1,
     "cutpaste": 0.1,
 }  # fmt: skip
+#: A pixel belongs to a defect's mask when it changed by more than this (of [0, 1]).
+CHANGED = 0.02
 #: A Perlin region covers this share of the image, at least and at most.
 REGION_FRACTION = (0.002, 0.25)
 
@@ -258,7 +260,8 @@ def simulate_defects(
 
     Returns:
         The defective copies ``(N, C, H, W)`` float32 in [0, 1] and their masks
-        ``(N, 1, H, W)`` float32 (1 where a pixel was changed by more than 0.02).
+        ``(N, 1, H, W)`` float32: 1 where a pixel differs from the original by more
+        than :data:`CHANGED` (in any channel), 0 elsewhere.
 
     Example:
         >>> x = np.full((4, 1, 32, 32), 0.5, np.float32)
@@ -281,10 +284,7 @@ def simulate_defects(
         others = [x[j] for j in range(n) if j != i] + list(sources)
         for _ in range(1 + int(gen.integers(0, max_defects))):
             kind = names[int(gen.choice(len(names), p=probs))]
-            before = out[i]
-            after, _ = _APPLY[kind](before, others or [before], gen, kind)
-            after = np.clip(after, 0, 1).astype(np.float32)
-            changed = np.abs(after - before).max(0) > 0.02
-            out[i] = after
-            masks[i, 0] = np.maximum(masks[i, 0], changed)
+            after, _ = _APPLY[kind](out[i], others or [out[i]], gen, kind)
+            out[i] = np.clip(after, 0, 1)
+        masks[i, 0] = np.abs(out[i] - x[i]).max(0) > CHANGED
     return out, masks
