@@ -256,6 +256,8 @@ def _pick_arch(
     from aetool.training.draem import choose_arch
 
     sizes = _probe_sizes(inputs)
+    if not sizes:  # nothing readable: loading the images reports why
+        return ("conv" if arch == "auto" else arch), image_size
     chosen, size = choose_arch(sizes)
     if arch == "draem" and chosen == "conv":
         chosen, size = "draem", None
@@ -303,12 +305,13 @@ def _draem_settings(
 
 
 def _announce_draem(console: Console, images: ImageSet, cfg: TrainConfig) -> None:
+    from aetool.training.draem import DEFAULT_STEPS
+
     size = f"{images.size[0]}x{images.size[1]}" if images.size else "native"
-    limit = f"{cfg.epochs * 50} steps or " if cfg.epochs else ""
-    console.print(
-        f"draem: working size {size}, batch {cfg.batch_size}; training ends after "
-        f"{limit}{(cfg.time_budget or 0) / 60:.1f} min (--time-budget), whichever comes first"
-    )
+    minutes = f"{(cfg.time_budget or 0) / 60:.1f} min (--time-budget)"
+    steps = cfg.epochs * 50 if cfg.epochs else DEFAULT_STEPS
+    ends = f"{steps} steps or {minutes}, whichever comes first"
+    console.print(f"draem: working size {size}, batch {cfg.batch_size}; training ends after {ends}")
 
 
 def _defect_sources(console: Console, folder: Path | None, images: ImageSet) -> list[Any]:
