@@ -84,14 +84,12 @@ def test_heatmaps_and_masks_out_mirror_the_inputs(
     thr = pixel_threshold(loaded, "model")
     q = loaded.metadata["validation"]["pixel_quantiles"]["model"]
     assert thr == max(q, 0.5)
-    n_on = 0
     for name in ("blob/000.png", "scratch/003.png", "good/img001.png"):
         img = np.asarray(Image.open(score_tree / "test" / name), dtype=np.float32) / 255
         with torch.no_grad():
             amap = loaded.model.anomaly_map(torch.from_numpy(img)[None, None])[0, 0].numpy()
         pred = np.asarray(Image.open(masks / name)) > 0
         assert np.array_equal(pred, amap > thr)
-        n_on += int(pred.sum())
 
 
 def test_masks_out_inside_a_scored_folder_is_refused(score_tree: Path, draem_model: Path) -> None:
@@ -134,3 +132,22 @@ def test_train_auto_keeps_conv_for_small_images(blob_folder: Path, tmp_path: Pat
     assert "--arch auto: conv" in res.stderr
     meta = json.loads(CliRunner().invoke(cli, ["info", str(out), "--json"]).stdout)
     assert meta["arch"] == "conv" and "pixel_quantiles" in meta["validation"]
+
+
+def test_time_budget_also_ends_autoencoder_training(blob_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    res = CliRunner().invoke(cli, ["train", str(blob_folder), "-o", str(out), "--arch", "conv",
+                                   "--epochs", "100000", "--patience", "0", "--time-budget",
+                                   "0.01", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    t = json.loads(CliRunner().invoke(cli, ["info", str(out), "--json"]).stdout)["training"]
+    assert 1 <= t["epochs_run"] < 100000 and t["config"]["time_budget"] == pytest.approx(0.6)
+
+
+def test_html_report_of_a_draem_model(score_tree: Path, draem_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(cli, ["report", str(score_tree / "test"), "-m", str(draem_model),
+                                   "-o", str(out), "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    html = out.read_text()
+    assert "<th>score</th><td>model</td>" in html and "<img" in html
