@@ -8,7 +8,7 @@ nine digits. Metric: image ROC AUC (higher = better), per class and mean.
 
 * aetool default: ``aetool.training.loop.train`` with ``TrainConfig(device="cpu")``
   and ``ModelConfig()`` -- what ``aetool train`` picks for 8x8 images: ``--arch auto``
-  keeps ``conv`` below 64 px (:func:`aetool.training.draem.choose_arch`, checked
+  keeps ``conv`` below 128 px (:func:`aetool.training.draem.choose_arch`, checked
   at the start of the run) -- exactly the library defaults (conv, latent 16,
   automatic epochs and patience, lr, batch size, val split) -- on the digit's
   training half, then ``aetool.anomaly.pipeline.score_images`` (mse score) on the test

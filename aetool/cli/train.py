@@ -54,7 +54,7 @@ MIN_THRESHOLD_VAL = 20
     default="auto",
     show_default=True,
     help=f"Architecture: auto, {', '.join(list_models())}. auto: draem for images whose "
-    "short side is 64 px or more, else conv (README: choosing a model).",
+    "short side is 128 px or more, else conv (README: choosing a model).",
 )
 @click.option(
     "--time-budget",
@@ -263,7 +263,7 @@ def _pick_arch(
         chosen, size = "draem", None
     if arch == "auto":
         short = min((min(s) for s in sizes), default=0)
-        console.print(f"--arch auto: {chosen} (shortest image side {short} px; draem from 64 px)")
+        console.print(f"--arch auto: {chosen} (shortest image side {short} px; draem from 128 px)")
     if chosen == "draem" and image_size is None and size is not None:
         image_size = f"{size[0]}x{size[1]}"
     return chosen, image_size

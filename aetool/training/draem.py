@@ -62,8 +62,10 @@ STEPS_PER_EPOCH = 50
 #: of an unloaded 2-core CPU at 128x128): the time budget only cuts it short on a
 #: slower or busier machine, so the model does not depend on the load otherwise.
 DEFAULT_STEPS = 2000
-#: Images whose short side is at least this train ``draem`` under ``--arch auto``.
-DRAEM_MIN_SIDE = 64
+#: Images whose short side is at least this train ``draem`` under ``--arch auto``: on
+#: 300 px solar cells it beat the conv autoencoder and PCA, on 64 px texture crops it
+#: lost to both (BENCHMARKS.md, issue 17).
+DRAEM_MIN_SIDE = 128
 #: ``draem`` working size: larger images are resized to this square.
 DRAEM_WORK_SIZE = 128
 #: ``draem`` batch size when --batch-size is left at its default.
@@ -76,15 +78,15 @@ DRAEM_TIME_BUDGET = 600.0
 def choose_arch(sizes: Sequence[tuple[int, int]]) -> tuple[str, tuple[int, int] | None]:
     """The ``--arch auto`` rule: architecture and working size ``(H, W)`` for image sizes.
 
-    Images with a short side under :data:`DRAEM_MIN_SIDE` (digits, icons) keep
+    Images with a short side under :data:`DRAEM_MIN_SIDE` (digits, icons, small crops) keep
     the ``conv`` autoencoder at their common size (``None``: the usual rule);
     larger ones train ``draem``: at their common size when it is at most
     :data:`DRAEM_WORK_SIZE` on the long side, else resized to
     :data:`DRAEM_WORK_SIZE` square.
 
     Example:
-        >>> choose_arch([(8, 8)]), choose_arch([(300, 300)]), choose_arch([(96, 64)])
-        (('conv', None), ('draem', (128, 128)), ('draem', (96, 64)))
+        >>> choose_arch([(8, 8)]), choose_arch([(300, 300)]), choose_arch([(128, 128)])
+        (('conv', None), ('draem', (128, 128)), ('draem', (128, 128)))
     """
     if not sizes or min(min(s) for s in sizes) < DRAEM_MIN_SIDE:
         return "conv", None

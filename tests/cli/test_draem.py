@@ -107,8 +107,8 @@ def test_vector_latent_commands_refuse_draem(score_tree: Path, draem_model: Path
     )
 
 
-def test_train_auto_picks_draem_for_64px_and_stops_at_the_time_budget(tmp_path: Path) -> None:
-    write_folder(tmp_path / "good", make_texture_images(24, size=64, seed=4))
+def test_train_auto_picks_draem_for_128px_and_stops_at_the_time_budget(tmp_path: Path) -> None:
+    write_folder(tmp_path / "good", make_texture_images(24, size=128, seed=4))
     out = tmp_path / "m.safetensors"
     res = CliRunner().invoke(cli, ["train", str(tmp_path / "good"), "-o", str(out), "--image-size",
                                    "32", "--epochs", "100", "--time-budget", "0.05",
