@@ -241,9 +241,12 @@ def check_output_dir(
 
 
 def check_heatmap_dir(
-    directory: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | ImageRef]
+    directory: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str] | ImageRef],
+    option: str = "--heatmaps",
 ) -> None:
-    """Refuse a heatmap folder inside a scored folder (refs passed in are not checked).
+    """Refuse an output folder (heatmaps, masks) inside a scored folder (refs passed in are
+    not checked); ``option`` names it in the message.
 
     Raises:
         OutputError: ``directory`` is a scored folder or lies inside one.
@@ -254,6 +257,6 @@ def check_heatmap_dir(
         p = Path(item)
         if p.is_dir() and is_inside(directory, p):
             raise OutputError(
-                f"--heatmaps {directory} is inside the scored folder {p}: heatmaps could "
+                f"{option} {directory} is inside the scored folder {p}: its files could "
                 "overwrite inputs or be scored next time; choose a folder outside it"
             )

@@ -7,7 +7,9 @@ half of ALL digits (~900 images, about 10% normal), label 1 for the other
 nine digits. Metric: image ROC AUC (higher = better), per class and mean.
 
 * aetool default: ``aetool.training.loop.train`` with ``TrainConfig(device="cpu")``
-  and ``ModelConfig()`` -- exactly the library defaults (conv, latent 16,
+  and ``ModelConfig()`` -- what ``aetool train`` picks for 8x8 images: ``--arch auto``
+  keeps ``conv`` below 128 px (:func:`aetool.training.draem.choose_arch`, checked
+  at the start of the run) -- exactly the library defaults (conv, latent 16,
   automatic epochs and patience, lr, batch size, val split) -- on the digit's
   training half, then ``aetool.anomaly.pipeline.score_images`` (mse score) on the test
   set. ``--variants`` adds rows that change one or two settings; every variant
@@ -114,6 +116,9 @@ def pick_variants(spec: str) -> dict[str, tuple[dict, dict]]:
 
 
 def main() -> None:
+    from aetool.training.draem import choose_arch
+
+    assert choose_arch([(8, 8)]) == ("conv", None), "--arch auto no longer picks conv"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--variants", default="none", help="'all', 'none' or comma-separated variant names"

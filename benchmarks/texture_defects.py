@@ -12,11 +12,19 @@ epochs and patience), and ``score_images`` reports image ROC AUC and pixel
 ROC AUC (error map vs mask) for mse, ssim and max-local. With 120 test crops
 (60 defective) per texture, differences below about 0.03 are noise.
 
-Run: ``python benchmarks/texture_defects.py`` (about 3-4 minutes of CPU on one core).
+``--draem MINUTES`` adds the model ``aetool train`` now picks for 64x64 images
+(``--arch auto`` -> ``draem``, :func:`aetool.training.draem.train_draem` with
+batch 16 and that time budget; the CLI default is 10 minutes) and PCA with 8
+components on the pixels (residual maps for pixel metrics); every row then
+also reports AUPRO (FPR up to 0.3).
+
+Run: ``python benchmarks/texture_defects.py`` (about 3-4 minutes of CPU on one core);
+``python benchmarks/texture_defects.py --draem 10`` (about 35 minutes).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -27,12 +35,14 @@ import torch
 from PIL import Image
 from skimage import data
 
+from aetool.anomaly.evaluation import aupro, pixel_roc_auc
 from aetool.anomaly.pipeline import score_images
 from aetool.anomaly.scores import SCORE_KINDS
 from aetool.data.cache import load_images
 from aetool.models.file import load_model
 from aetool.models.registry import ModelConfig
 from aetool.training.config import TrainConfig
+from aetool.training.draem import DRAEM_BATCH, train_draem
 from aetool.training.loop import train
 
 torch.set_num_threads(1)
@@ -99,7 +109,51 @@ def _save(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr, "L").save(path)
 
 
+def _pca_row(root: Path, name: str) -> tuple:
+    """PCA-8 on pixels: image ROC AUC (mean squared residual), pixel ROC AUC, AUPRO."""
+    from sklearn.metrics import roc_auc_score
+
+    def load(folder: Path) -> tuple[list[Path], np.ndarray]:
+        paths = sorted(folder.rglob("*.png"))
+        return paths, np.stack([np.asarray(Image.open(p), np.float64) / 255 for p in paths])
+
+    _, train_x = load(root / "train" / "good")
+    flat = train_x.reshape(len(train_x), -1)
+    mean = flat.mean(0)
+    basis = np.linalg.svd(flat - mean, full_matrices=False)[2][:8]
+    paths, test_x = load(root / "test")
+    c = test_x.reshape(len(test_x), -1) - mean
+    maps = ((c - (c @ basis.T) @ basis) ** 2).reshape(test_x.shape)
+    labels = np.array([p.parent.name != "good" for p in paths])
+    truth = []
+    for p in paths:
+        m = root / "ground_truth" / p.parent.name / f"{p.stem}_mask.png"
+        truth.append(np.asarray(Image.open(m)) > 0 if m.exists() else np.zeros(p_shape(maps), bool))
+    auc = roc_auc_score(labels, maps.mean((1, 2)))
+    return (name, "PCA-8 pixels", "-", auc, pixel_roc_auc(list(maps), truth), None,
+            aupro(list(maps), truth))  # fmt: skip
+
+
+def p_shape(maps: np.ndarray) -> tuple[int, int]:
+    return maps.shape[1], maps.shape[2]
+
+
+def _report_row(
+    root: Path, model_path: Path, name: str, label: str, kind: str, ep: object
+) -> tuple:
+    run = score_images([root / "test"], load_model(model_path), device="cpu", score_kind=kind)
+    for _ in run:
+        pass
+    rep = run.summary.report()
+    return (name, label, ep, rep["metrics"]["roc_auc"], rep["pixel"]["roc_auc"],
+            rep["metrics"]["f1"], rep["pixel"]["aupro"])  # fmt: skip
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description="texture defects benchmark")
+    ap.add_argument("--draem", type=float, default=None, metavar="MINUTES",
+                    help="also train draem with this time budget, and PCA-8")  # fmt: skip
+    args = ap.parse_args()
     t0 = time.perf_counter()
     rows = []
     rng = np.random.default_rng(0)
@@ -114,24 +168,29 @@ def main() -> None:
             )
             path = result.save(root / "model.safetensors")
             epochs = result.metadata["training"]["epochs_run"]
-            model = load_model(path)
             for kind in SCORE_KINDS:
-                run = score_images([root / "test"], model, device="cpu", score_kind=kind)
-                for _ in run:
-                    pass
-                rep = run.summary.report()
-                rows.append((name, kind, epochs, rep["metrics"]["roc_auc"], rep["pixel"]["roc_auc"],
-                             rep["metrics"]["f1"]))  # fmt: skip
+                rows.append(_report_row(root, path, name, f"conv {kind}", kind, epochs))
+            if args.draem:
+                result = train_draem(
+                    load_images([root / "train" / "good"]), ModelConfig(arch="draem"),
+                    TrainConfig(device="cpu", batch_size=DRAEM_BATCH, time_budget=args.draem * 60),
+                )  # fmt: skip
+                path = result.save(root / "draem.safetensors")
+                steps = result.metadata["training"]["steps"]
+                rows.append(_report_row(root, path, name, "draem model", "model", f"{steps} steps"))
+                rows.append(_pca_row(root, name))
             print(f"{name} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    print("| texture | score | epochs | image ROC AUC | pixel ROC AUC | F1 at auto threshold |")
-    print("|---|---|---|---|---|---|")
-    for name, kind, ep, auc, pix, f1 in rows:
+    print("| texture | model, score | training | image ROC AUC | pixel ROC AUC | F1 at auto "
+          "threshold | AUPRO |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, kind, ep, auc, pix, f1, pro in rows:
         f1s = "-" if f1 is None else f"{f1:.3f}"
-        print(f"| {name} | {kind} | {ep} | {auc:.3f} | {pix:.3f} | {f1s} |")
-    for kind in SCORE_KINDS:
+        pros = "-" if pro is None else f"{pro:.3f}"
+        print(f"| {name} | {kind} | {ep} | {auc:.3f} | {pix:.3f} | {f1s} | {pros} |")
+    for kind in dict.fromkeys(r[1] for r in rows):
         sel = [r for r in rows if r[1] == kind]
         print(f"| **mean** | {kind} | | {np.mean([r[3] for r in sel]):.3f} | "
-              f"{np.mean([r[4] for r in sel]):.3f} | |")  # fmt: skip
+              f"{np.mean([r[4] for r in sel]):.3f} | | {np.mean([r[6] for r in sel]):.3f} |")  # fmt: skip
     print(f"\n{N_TRAIN} train / {N_TEST} test crops of {CROP}x{CROP} per texture; "
           f"total {time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} thread(s)")  # fmt: skip
 

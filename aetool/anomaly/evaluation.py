@@ -1,4 +1,4 @@
-"""Evaluation against known labels: image-level metrics and pixel-level ROC AUC.
+"""Evaluation against known labels: image-level metrics, pixel-level ROC AUC and AUPRO.
 
 Labels are ``0`` (normal), ``1`` (anomaly) or ``None`` (unknown); images
 with an unknown label or a non-finite score are left out of the metrics.
@@ -21,6 +21,8 @@ from aetool.anomaly.thresholds import Threshold
 from aetool.errors import ConfigError
 
 __all__ = [
+    "AUPRO_MAX_FPR",
+    "aupro",
     "PIXEL_AUC_MAX_PIXELS",
     "best_f1_threshold",
     "compute_metrics",
@@ -30,6 +32,8 @@ __all__ = [
 
 #: :func:`pixel_roc_auc` subsamples (deterministically) above this many pixels.
 PIXEL_AUC_MAX_PIXELS = 5_000_000
+#: AUPRO integrates the per-region overlap up to this false-positive rate (MVTec AD).
+AUPRO_MAX_FPR = 0.3
 
 
 def _labelled(
@@ -218,3 +222,81 @@ def load_mask(path: Path, map_hw: tuple[int, int], resize: str, fixed: bool) -> 
         else:
             m = m.resize((w, h), Image.Resampling.NEAREST)
     return np.asarray(m) > 0
+
+
+def aupro(
+    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = AUPRO_MAX_FPR
+) -> float:
+    """Area under the per-region-overlap curve up to ``max_fpr``, normalised to [0, 1].
+
+    The MVTec AD standard for anomaly maps (Bergmann et al., 2021): for every
+    threshold, the per-region overlap (PRO) is the mean, over all connected
+    defect regions of all ground-truth masks, of the fraction of the region's
+    pixels above the threshold; the false-positive rate is the fraction of
+    normal pixels above it. The curve PRO(FPR) is integrated exactly (every
+    distinct score is a threshold; the last segment is interpolated at
+    ``max_fpr``) and divided by ``max_fpr``, so a perfect map scores 1.0 and a
+    random one about ``max_fpr / 2``.
+
+    Args:
+        maps: anomaly maps, one ``(H, W)`` array per image (higher = more anomalous).
+        masks: ground-truth masks of the same shapes (non-zero = defect); images
+            without defects have all-zero masks. Regions are 8-connected.
+        max_fpr: integration limit on the false-positive rate, in (0, 1].
+
+    Returns:
+        The normalised area, or NaN when there is no defect region or no normal pixel.
+
+    Example:
+        >>> import numpy as np
+        >>> round(aupro([np.array([[0.9, 0.1, 0.5, 0.2]])], [np.array([[1, 1, 0, 0]])]), 6)
+        0.5
+    """
+    from scipy import ndimage
+
+    if not 0 < max_fpr <= 1:
+        raise ValueError("max_fpr must be in (0, 1]")
+    scores_all: list[np.ndarray] = []
+    weights_all: list[np.ndarray] = []
+    normal_all: list[np.ndarray] = []
+    n_regions = 0
+    structure = np.ones((3, 3), dtype=bool)
+    for amap, mask in zip(maps, masks, strict=True):
+        amap = np.asarray(amap, dtype=np.float64)
+        truth = np.asarray(mask) != 0
+        if amap.shape != truth.shape:
+            raise ValueError(f"map shape {amap.shape} differs from mask shape {truth.shape}")
+        labels, n = ndimage.label(truth, structure=structure)
+        flat = labels.ravel()
+        sizes = np.bincount(flat, minlength=n + 1).astype(np.float64)
+        # weight of each defect pixel: 1 / size of its region (summed over regions -> count)
+        w = np.where(flat > 0, 1.0 / np.maximum(sizes[flat], 1.0), 0.0)
+        scores_all.append(amap.ravel())
+        weights_all.append(w)
+        normal_all.append(flat == 0)
+        n_regions += n
+    if n_regions == 0:
+        return float("nan")
+    scores = np.concatenate(scores_all)
+    weights = np.concatenate(weights_all) / n_regions
+    normal = np.concatenate(normal_all)
+    n_normal = int(normal.sum())
+    if n_normal == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    pro = np.cumsum(weights[order])
+    fpr = np.cumsum(normal[order]) / n_normal
+    # one point per distinct score: the last index of each tie group
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    fpr = np.r_[0.0, fpr[last]]
+    pro = np.r_[0.0, pro[last]]
+    keep = fpr <= max_fpr
+    x, y = fpr[keep], pro[keep]
+    if x[-1] < max_fpr:  # interpolate the segment that crosses max_fpr
+        i = int(np.searchsorted(fpr, max_fpr, side="right"))
+        if i < fpr.size:
+            x0, x1, y0, y1 = fpr[i - 1], fpr[i], pro[i - 1], pro[i]
+            y_at = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0) if x1 > x0 else y1
+            x, y = np.r_[x, max_fpr], np.r_[y, y_at]
+    return float(np.trapezoid(y, x) / max_fpr)

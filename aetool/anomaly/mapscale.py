@@ -12,6 +12,10 @@ model (``aetool score --heatmaps``, the HTML report) then uses the same scale:
   percentile of normal validation pixels: about 1 normal pixel in 1000 lies
   inside it.
 
+Models with their own anomaly map (``model`` score kind: a defect probability per
+pixel) draw it on the fixed scale [0, 1], and their pixel threshold is at least 0.5,
+the segmentation network's own decision boundary.
+
 Model files written before these statistics existed fall back to the rule
 heatmaps used before: full red at the largest ``max-local`` validation score
 (the largest smoothed local error of any normal image), 1.0 for ``ssim``; they
@@ -73,6 +77,9 @@ def map_scale(metadata: Mapping[str, Any], score_kind: str) -> MapScale:
     """The colour scale and pixel threshold for ``score_kind`` maps of this model."""
     validation = metadata.get("validation") or {}
     stats = (validation.get("maps") or {}).get(score_kind) or {}
+    if score_kind == "model":
+        p999 = _positive(stats.get("p999"))
+        return MapScale(1.0, max(p999 or 0.0, 0.5), "defect probability")
     vmax = _positive(stats.get("max"))
     if vmax is not None:
         thr = _positive(stats.get("p999"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aetool.anomaly.scores import SCORE_KINDS
+from aetool.anomaly.scores import SCORE_KIND_CHOICES
 from aetool.anomaly.thresholds import Threshold, ThresholdSpec
 from aetool.errors import ConfigError
 
@@ -28,7 +28,9 @@ class ScoreOptions:
     """How to score: score kind, threshold, labels, batching, outputs and callbacks.
 
     Attributes:
-        score_kind: ``mse`` (mean squared error, [0, 1] pixel units),
+        score_kind: ``auto`` (``model`` for models with their own anomaly
+            map, else ``mse``), ``model`` (the model's map, mean of its top 1%),
+            ``mse`` (mean squared error, [0, 1] pixel units),
             ``ssim`` (1 - mean SSIM) or ``max-local`` (max of the 5x5-smoothed
             squared-error map).
         threshold: ``auto``, a number, ``pQ``, ``Ksigma`` (see
@@ -49,13 +51,17 @@ class ScoreOptions:
         masks: look for ground-truth masks and report pixel ROC AUC.
         masks_dir: a folder of masks mirroring the image paths, instead of
             the MVTec ``ground_truth`` layout.
+        masks_out: write a predicted binary defect mask PNG per image here
+            (image size, mirroring relative paths like heatmaps), the map
+            cut at the model's pixel threshold
+            (:func:`~aetool.anomaly.masks.pixel_threshold`).
         strict: raise :class:`~aetool.errors.ImageError` on the first
             unreadable or missing file instead of emitting an error row.
         progress: called as ``progress(done, total)`` after each batch.
         warn: called as ``warn(path, reason)`` for each unreadable file.
     """
 
-    score_kind: str = "mse"
+    score_kind: str = "auto"
     threshold: str | ThresholdSpec | Threshold | float = "auto"
     labels: Mapping[str, int] | None = None
     infer: bool = True
@@ -66,6 +72,7 @@ class ScoreOptions:
     overwrite: bool = True
     masks: bool = True
     masks_dir: str | os.PathLike[str] | None = None
+    masks_out: str | os.PathLike[str] | None = None
     strict: bool = False
     progress: Callable[[int, int], None] | None = None
     warn: Callable[[str, str], None] | None = None
@@ -76,9 +83,8 @@ class ScoreOptions:
         Raises:
             ConfigError: either is invalid.
         """
-        if self.score_kind not in SCORE_KINDS:
-            raise ConfigError(
-                f"unknown score {self.score_kind!r}; choose one of: {', '.join(SCORE_KINDS)}"
-            )
+        if self.score_kind not in SCORE_KIND_CHOICES:
+            choices = ", ".join(SCORE_KIND_CHOICES)
+            raise ConfigError(f"unknown score {self.score_kind!r}; choose one of: {choices}")
         if self.batch_size < 1:
             raise ConfigError("batch size must be at least 1")

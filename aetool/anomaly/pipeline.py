@@ -52,9 +52,10 @@ from aetool.anomaly.evaluation import (
 from aetool.anomaly.heatmaps import heatmap_names, write_heatmap
 from aetool.anomaly.labels import find_mask, infer_labels, label_key, match_labels
 from aetool.anomaly.mapscale import MapScale, map_scale
+from aetool.anomaly.masks import pixel_threshold, write_mask
 from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.results import ScoreRow, build_score_row
-from aetool.anomaly.scores import error_maps, reduce_maps
+from aetool.anomaly.scores import anomaly_maps, reduce_maps, resolve_score_kind
 from aetool.anomaly.summary import ScoreSummary
 from aetool.anomaly.thresholds import Threshold, ThresholdSpec, fit_threshold, parse_threshold
 from aetool.data.cache import iter_batches
@@ -248,11 +249,18 @@ class ScoreRun:
         inputs = list(inputs)
         self.heatmap_dir = Path(opts.heatmap_dir) if opts.heatmap_dir is not None else None
         self.masks_dir = Path(opts.masks_dir) if opts.masks_dir is not None else None
+        self.masks_out = Path(opts.masks_out) if opts.masks_out is not None else None
         if self.heatmap_dir is not None:
             check_heatmap_dir(self.heatmap_dir, inputs)
+        if self.masks_out is not None:
+            check_heatmap_dir(self.masks_out, inputs, "--masks-out")
+        kind = resolve_score_kind(opts.score_kind, self.model.model)
+        self.pixel_threshold = (
+            pixel_threshold(self.model, kind) if self.masks_out is not None else None
+        )
         refs, missing, excluded = _find_images(inputs, opts.strict)
         labels, source = _resolve_labels(refs, opts.labels, opts.infer)
-        self.threshold, spec_text = _resolve_threshold(opts.threshold, self.model, opts.score_kind)
+        self.threshold, spec_text = _resolve_threshold(opts.threshold, self.model, kind)
         n_found = len(refs)
         if shard is not None:
             keep = [in_shard(r.relpath, *shard) for r in refs]
@@ -260,9 +268,11 @@ class ScoreRun:
             labels = [v for v, k in zip(labels, keep, strict=True) if k]
             missing = [m for m in missing if in_shard(path_key(m), *shard)]
         self.refs, self.missing, self.labels = refs, missing, labels
-        if self.heatmap_dir is not None and not opts.overwrite:
-            _refuse_existing_heatmaps(self.heatmap_dir, refs)
-        self.summary = ScoreSummary(self.threshold, opts.score_kind, spec_text)
+        if not opts.overwrite:
+            for folder in (self.heatmap_dir, self.masks_out):
+                if folder is not None:
+                    _refuse_existing_heatmaps(folder, refs)
+        self.summary = ScoreSummary(self.threshold, kind, spec_text)
         self.summary.info = {
             "model": str(self.model.path),
             "shard": f"{shard[0]}/{shard[1]}" if shard else None,
@@ -275,12 +285,12 @@ class ScoreRun:
             },
             "denoising_model": bool(self.model.metadata.get("training", {}).get("noise")),
         }
-        self.score_kind = opts.score_kind
+        self.score_kind = kind
         self.device = resolve_device(opts.device)
         # Decided on the whole set, so every shard's CSV has the same columns.
         self.columns_with_label = source is not None
         self.total = len(refs) + len(missing)
-        val = np.asarray(self.model.validation_scores(opts.score_kind), dtype=np.float64)
+        val = np.asarray(self.model.validation_scores(kind), dtype=np.float64)
         self._val = np.sort(val[np.isfinite(val)])
         self._it: Generator[ScoreRow, None, None] = self._generate()
 
@@ -324,7 +334,8 @@ class ScoreRun:
             yield row
         pre = _Preprocessing.of(self.model)
         label_of = dict(zip(self.refs, self.labels, strict=True))
-        names = heatmap_names(self.refs) if self.heatmap_dir is not None else None
+        wants_names = self.heatmap_dir is not None or self.masks_out is not None
+        names = heatmap_names(self.refs) if wants_names else None
         scale = map_scale(self.model.metadata, self.score_kind)
         pix_budget = max(64, PIXEL_AUC_MAX_PIXELS // max(1, len(self.refs)))
         rng = np.random.default_rng(0)
@@ -347,7 +358,7 @@ class ScoreRun:
                     s, emap = scores[d.ref]
                     row = self._row(str(d.ref.path), s, label, None)
                     if names is not None:
-                        self._write_heatmap(d.ref, emap, names(d.ref), pre, scale)
+                        self._write_outputs(d.ref, emap, names(d.ref), pre, scale)
                     if self.options.masks:
                         self._add_pixels(d.ref, emap, label, pre, pix_budget, rng)
                 self.summary.add(row)
@@ -364,8 +375,7 @@ class ScoreRun:
         for group in groups:
             x = torch.from_numpy(np.stack([d.data for d in group]))  # type: ignore[misc]
             x = x.to(self.device).float().div_(255.0)
-            recon = model(x).float()
-            maps = error_maps(x, recon, self.score_kind)
+            maps = anomaly_maps(model, x, self.score_kind)
             s = reduce_maps(maps, self.score_kind)
             maps_np = maps.cpu().numpy()
             for d, score, emap in zip(group, s.cpu().tolist(), maps_np, strict=True):
@@ -376,23 +386,24 @@ class ScoreRun:
             return find_mask(ref.relpath, None, self.masks_dir)
         return find_mask(ref.path, None)
 
-    def _write_heatmap(
+    def _write_outputs(
         self, ref: ImageRef, emap: np.ndarray, name: str, pre: _Preprocessing, scale: MapScale
     ) -> None:
-        assert self.heatmap_dir is not None
-        write_heatmap(
-            self.heatmap_dir / name,
-            ref,
-            emap,
-            channels=pre.channels,
-            alpha_background=pre.alpha,
-            resize=pre.resize,
-            size=pre.size,
-            scale=scale,
-            mask_path=self._mask_path(ref) if self.options.masks else None,
-            overwrite=self.options.overwrite,
-            root=self.heatmap_dir,
-        )
+        """The heatmap and/or the predicted mask of one image."""
+        if self.heatmap_dir is not None:
+            write_heatmap(
+                self.heatmap_dir / name, ref, emap,
+                channels=pre.channels, alpha_background=pre.alpha, resize=pre.resize,
+                size=pre.size, scale=scale,
+                mask_path=self._mask_path(ref) if self.options.masks else None,
+                overwrite=self.options.overwrite, root=self.heatmap_dir,
+            )  # fmt: skip
+        if self.masks_out is not None and self.pixel_threshold is not None:
+            write_mask(
+                self.masks_out / name, ref, emap, self.pixel_threshold,
+                channels=pre.channels, alpha_background=pre.alpha, resize=pre.resize,
+                size=pre.size, overwrite=self.options.overwrite, root=self.masks_out,
+            )  # fmt: skip
 
     def _add_pixels(
         self,
@@ -420,6 +431,8 @@ class ScoreRun:
                 if self.options.warn:
                     self.options.warn(str(mask_path), f"cannot read mask ({_why(exc)})")
                 return
+        step = max(1, math.ceil(math.sqrt(emap.size / budget)))
+        self.summary.add_region_map(emap[::step, ::step], truth[::step, ::step])
         v, t = emap.ravel(), truth.ravel()
         if v.size > budget:
             pick = rng.choice(v.size, budget, replace=False)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from aetool.anomaly.evaluation import best_f1_threshold, compute_metrics, pixel_roc_auc
+from aetool.anomaly.evaluation import aupro, best_f1_threshold, compute_metrics, pixel_roc_auc
 from aetool.anomaly.results import ScoreRow
 from aetool.anomaly.thresholds import Threshold
 
@@ -43,6 +43,7 @@ class ScoreSummary:
         self.info: dict[str, Any] = {}
         self._pix_values: list[np.ndarray] = []
         self._pix_truth: list[np.ndarray] = []
+        self._region_maps: list[tuple[np.ndarray, np.ndarray]] = []
         self.pixel_images = 0
         self.pixel_masks = 0
 
@@ -62,6 +63,10 @@ class ScoreSummary:
         self.pixel_images += 1
         self.pixel_masks += bool(has_mask)
 
+    def add_region_map(self, amap: np.ndarray, truth: np.ndarray) -> None:
+        """Add a (possibly strided-down) whole map and its mask for AUPRO."""
+        self._region_maps.append((np.asarray(amap, np.float32), np.asarray(truth, bool)))
+
     @property
     def n_scored(self) -> int:
         return len(self.scores)
@@ -76,7 +81,7 @@ class ScoreSummary:
         ``metrics`` (:func:`~aetool.anomaly.evaluation.compute_metrics` at the threshold,
         or ``None`` without labels); ``best_f1`` (the F1-optimal threshold, its
         rule and metrics, reported only, or ``None``); ``pixel`` (``roc_auc``,
-        ``images``, ``images_with_masks``, ``pixels``, or ``None``);
+        ``images``, ``images_with_masks``, ``pixels``, ``aupro`` up to FPR 0.3, or ``None``);
         ``unreadable`` (path and error of every unreadable file); and
         whatever the pipeline put in ``info`` (model, shard, ...).
         """
@@ -107,7 +112,11 @@ class ScoreSummary:
                 "images": self.pixel_images,
                 "images_with_masks": self.pixel_masks,
                 "pixels": int(sum(v.size for v in self._pix_values)),
+                "aupro": None,
             }
+            if self._region_maps:
+                value = aupro([m for m, _ in self._region_maps], [t for _, t in self._region_maps])
+                pixel["aupro"] = value if np.isfinite(value) else None
         counts = {
             "rows": self.n_scored + len(self.unreadable),
             "scored": self.n_scored,

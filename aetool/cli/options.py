@@ -197,7 +197,8 @@ def no_labels_option(f: F) -> F:
 
 def score_kind_option(help: str | None = None) -> Callable[[F], F]:
     return click.option(
-        "--score", "score_kind", type=click.Choice(["mse", "ssim", "max-local"]), default="mse",
+        "--score", "score_kind", type=click.Choice(["auto", "model", "mse", "ssim", "max-local"]),
+        default="auto",
         show_default=True, help=help,
     )  # fmt: skip
 

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 @click.argument("inputs", nargs=-1, type=str)
 @model_option
 @score_kind_option(
-    "mse: mean squared error in [0,1] pixel units; ssim: 1 - mean SSIM; "
-    "max-local: max of the 5x5-smoothed squared-error map."
+    "auto: model for models with their own anomaly map (draem), else mse; model: the "
+    "model's map, mean of its top 1%; mse: mean squared error in [0,1] pixel units; "
+    "ssim: 1 - mean SSIM; max-local: max of the 5x5-smoothed squared-error map."
 )
 @threshold_option(
     "auto (median + 4*1.4826*MAD of the model's validation scores), a number, "
@@ -67,6 +68,13 @@ if TYPE_CHECKING:
     help="Write an error-map overlay PNG per image here, mirroring the input paths.",
 )
 @overwrite_option("Replace an existing -o file, --report file and existing heatmaps.")
+@click.option(
+    "--masks-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a predicted binary defect mask PNG per image here (image size), the map cut "
+    "at the 99.9th percentile of the validation normal pixels (at least 0.5 for --score model).",
+)
 @labels_option
 @no_labels_option
 @click.option(
@@ -91,6 +99,7 @@ def score_cmd(
     fail_on_anomaly: bool,
     heatmaps: Path | None,
     overwrite: bool,
+    masks_out: Path | None,
     labels_path: Path | None,
     no_labels: bool,
     masks_dir: Path | None,
@@ -155,8 +164,8 @@ def score_cmd(
     options = ScoreOptions(
         score_kind=score_kind, threshold=threshold, labels=labels, infer=not no_labels,
         batch_size=batch_size, device=dev, shard=shard, heatmap_dir=heatmaps,
-        overwrite=overwrite, masks_dir=masks_dir, strict=strict, progress=bar.update,
-        warn=unreadable_warner(console, "score"),
+        overwrite=overwrite, masks_dir=masks_dir, masks_out=masks_out, strict=strict,
+        progress=bar.update, warn=unreadable_warner(console, "score"),
     )  # fmt: skip
     run = score_images(paths, loaded, options)
     warn_folder_labels(console, run.summary.info.get("label_source"), run.labels)

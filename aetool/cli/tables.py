@@ -131,6 +131,8 @@ def print_score_summary(console: Console, report: dict[str, Any]) -> None:
             f"{fmt_number(px['roc_auc'])} ({px['images_with_masks']} masks, "
             f"{px['images']} images, {px['map']} maps)",
         )
+        if px.get("aupro") is not None:
+            table.add_row("pixel AUPRO (FPR 0.3)", fmt_number(px["aupro"]))
     console.print(table)
 
 

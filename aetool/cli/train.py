@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from aetool.data.cache import ImageSet
+    from aetool.training.config import TrainConfig
     from aetool.training.record import TrainResult
 
 #: Fewer validation images than this make data-driven thresholds rough (BENCHMARKS.md).
@@ -32,7 +33,7 @@ MIN_THRESHOLD_VAL = 20
 
 #: The built-in architectures, named here so that `--help` need not import torch to list
 #: them (a test checks this against the registry).
-ARCHITECTURES = ("conv", "denoiser", "dense")
+ARCHITECTURES = ("conv", "denoiser", "dense", "draem")
 
 
 @click.command("train", short_help="Train an autoencoder on folders of normal images.")
@@ -48,10 +49,24 @@ ARCHITECTURES = ("conv", "denoiser", "dense")
 @overwrite_option("Replace an existing model file.")
 @click.option(
     "--arch",
-    type=click.Choice(ARCHITECTURES),
-    default="conv",
+    type=click.Choice(("auto", *ARCHITECTURES)),
+    default="auto",
     show_default=True,
-    help="Architecture.",
+    help=f"Architecture: auto, {', '.join(ARCHITECTURES)}. auto: draem for images whose "
+    "short side is 128 px or more, else conv (README: choosing a model).",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Minutes of training after which the run ends [default: 10 for draem, none for "
+    "the autoencoders].",
+)
+@click.option(
+    "--anomaly-source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="draem: a folder of any images whose content fills some simulated defects.",
 )
 @click.option("--latent-dim", type=click.IntRange(1), default=16, show_default=True)
 @click.option(
@@ -176,6 +191,8 @@ def train_cmd(
     quiet: bool,
     distributed: bool,
     nproc: int | None,
+    time_budget: float | None,
+    anomaly_source: Path | None,
     **train_args: Any,
 ) -> None:
     """Train an autoencoder on folders of normal images; print the model path.
@@ -218,6 +235,11 @@ def train_cmd(
     check_output(output, inputs=inputs, overwrite=True)
     if resume:
         arch, latent_dim = _resumed_model_options(output, arch, latent_dim)
+    arch, image_size = _pick_arch(console, inputs, arch, image_size)
+    if arch == "draem":
+        _draem_settings(click.get_current_context(), train_args, resume, time_budget)
+    elif time_budget is not None:
+        train_args["time_budget"] = time_budget * 60
     cfg = TrainConfig(**train_args)
     try:
         cfg.validate()
@@ -233,11 +255,21 @@ def train_cmd(
     callbacks = [RichTrainProgress(console, cfg.epochs)] + (
         [SampleGrids(samples)] if samples else []
     )
-    result = train(
-        images, ModelConfig(arch=arch, latent_dim=latent_dim), cfg, callbacks,
-        resume_from=output if resume else None,
-        data_sources=[p.resolve() for p in inputs],
-    )  # fmt: skip
+    if arch == "draem":
+        from aetool.training.draem import train_draem
+
+        _announce_draem(console, images, cfg)
+        sources = _defect_sources(console, anomaly_source, images)
+        result = train_draem(
+            images, ModelConfig(arch=arch, latent_dim=latent_dim), cfg, callbacks,
+            sources=sources, data_sources=[p.resolve() for p in inputs],
+        )  # fmt: skip
+    else:
+        result = train(
+            images, ModelConfig(arch=arch, latent_dim=latent_dim), cfg, callbacks,
+            resume_from=output if resume else None,
+            data_sources=[p.resolve() for p in inputs],
+        )  # fmt: skip
     if rank != 0:
         return  # rank 0 writes the model file and prints its path
     path = save_or_rescue(result, output, overwrite=overwrite or resume)
@@ -328,6 +360,84 @@ def _hint_large_images(console: Console, size: tuple[int, int] | None) -> None:
         "at that size is slow and memory-hungry: --image-size 128 (or 256) trains on "
         "downscaled images, --patch-size 64 with --arch denoiser trains on full-resolution patches",
     )
+
+
+def _pick_arch(
+    console: Console, inputs: tuple[Path, ...], arch: str, image_size: str | None
+) -> tuple[str, str | None]:
+    """Resolve ``--arch auto`` (and draem's working size) from the images' sizes."""
+    if arch not in ("auto", "draem"):
+        return arch, image_size
+    from aetool.training.draem import choose_arch
+
+    sizes = _probe_sizes(inputs)
+    if not sizes:  # nothing readable: loading the images reports why
+        return ("conv" if arch == "auto" else arch), image_size
+    chosen, size = choose_arch(sizes)
+    if arch == "draem" and chosen == "conv":
+        chosen, size = "draem", None
+    if arch == "auto":
+        short = min((min(s) for s in sizes), default=0)
+        console.print(f"--arch auto: {chosen} (shortest image side {short} px; draem from 128 px)")
+    if chosen == "draem" and image_size is None and size is not None:
+        image_size = f"{size[0]}x{size[1]}"
+    return chosen, image_size
+
+
+def _probe_sizes(inputs: tuple[Path, ...], limit: int = 2000) -> list[tuple[int, int]]:
+    """``(H, W)`` of the images (headers only; the first ``limit``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from aetool.data.inputs import collect_images
+
+    refs, _, _ = collect_images(list(inputs))
+    sizes = []
+    for ref in refs[:limit]:
+        try:
+            with Image.open(ref.path) as im:
+                w, h = im.size
+        except (OSError, UnidentifiedImageError):
+            continue
+        sizes.append((h, w))
+    return sizes
+
+
+def _draem_settings(
+    ctx: click.Context, train_args: dict[str, Any], resume: bool, time_budget: float | None
+) -> None:
+    """draem's defaults: batch 16 unless given, a 10-minute budget unless given."""
+    from click.core import ParameterSource
+
+    from aetool.training.draem import DRAEM_BATCH, DRAEM_TIME_BUDGET
+
+    if resume:
+        raise click.UsageError("--resume is not supported for the draem architecture")
+    if train_args.get("patch_size") is not None:
+        raise click.UsageError("--patch-size is for the autoencoders; draem uses --image-size")
+    if ctx.get_parameter_source("batch_size") == ParameterSource.DEFAULT:
+        train_args["batch_size"] = DRAEM_BATCH
+    train_args["time_budget"] = (time_budget * 60) if time_budget else DRAEM_TIME_BUDGET
+
+
+def _announce_draem(console: Console, images: ImageSet, cfg: TrainConfig) -> None:
+    from aetool.training.draem import DEFAULT_STEPS
+
+    size = f"{images.size[0]}x{images.size[1]}" if images.size else "native"
+    minutes = f"{(cfg.time_budget or 0) / 60:.1f} min (--time-budget)"
+    steps = cfg.epochs * 50 if cfg.epochs else DEFAULT_STEPS
+    ends = f"{steps} steps or {minutes}, whichever comes first"
+    console.print(f"draem: working size {size}, batch {cfg.batch_size}; training ends after {ends}")
+
+
+def _defect_sources(console: Console, folder: Path | None, images: ImageSet) -> list[Any]:
+    if folder is None:
+        return []
+    from aetool.cli.console import warn_skipped
+    from aetool.data.cache import load_images
+
+    extra = load_images([folder], channels=images.channels, size=images.size)
+    warn_skipped(console, extra.skipped)
+    return [a.astype("float32") / 255.0 for a in extra.data]
 
 
 def _load_with_progress(console: Console, inputs: tuple[Path, ...], **kwargs: Any) -> ImageSet:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aetool.anomaly.scores import SCORE_KINDS, error_maps, reduce_maps
+from aetool.anomaly.scores import SCORE_KINDS, error_maps, reduce_maps, resolve_score_kind
 from aetool.anomaly.thresholds import fit_threshold, parse_threshold
 from aetool.errors import ConfigError, OutputError
 from aetool.files import atomic_path
@@ -180,9 +180,13 @@ def export_model(
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
-    if score_kind not in SCORE_KINDS:
-        raise ConfigError(f"unknown score {score_kind!r}; choose one of: {', '.join(SCORE_KINDS)}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    score_kind = resolve_score_kind(score_kind, loaded.model)
+    if score_kind not in SCORE_KINDS:  # "model": a draem's own map
+        raise ConfigError(
+            f"export-model does not export {loaded.metadata.get('arch')} models (their own anomaly map) yet; "
+            f"it exports the autoencoders with --score {', '.join(SCORE_KINDS)}"
+        )
     target = Path(output)
     if target.exists() and target.resolve() == loaded.path.resolve():
         raise OutputError(f"refusing to overwrite the model file {target} with its export")

@@ -8,7 +8,8 @@ recorded ``arch`` and :meth:`AutoEncoder.arch_args`, so constructor arguments
 must be JSON-serialisable.
 
 Architectures live one per module (:mod:`aetool.models.conv`,
-:mod:`aetool.models.dense`, :mod:`aetool.models.unet`) and register
+:mod:`aetool.models.dense`, :mod:`aetool.models.unet`,
+:mod:`aetool.models.draem`) and register
 themselves with :func:`register_model` when imported; :func:`create_model` and
 :func:`list_models` import them on first use.
 """
@@ -138,6 +139,7 @@ def _load_plugins() -> None:
     # looked up, never at module level (that would be an import cycle).
     import aetool.models.conv
     import aetool.models.dense
+    import aetool.models.draem
     import aetool.models.unet  # noqa: F401
 
 

@@ -78,6 +78,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_arch_arg(path: Path, key: str, value: Any) -> None:
+    if isinstance(value, bool):  # an architecture's switch (draem's ``reconstructive``)
+        return
     values = value if isinstance(value, list) and len(value) <= 64 else [value]
     ok = all(_is_int(v) and 0 <= v <= _MAX_ARG for v in values)
     if key == "channels":
@@ -85,7 +87,7 @@ def _check_arch_arg(path: Path, key: str, value: Any) -> None:
     if not ok:
         raise ModelFileError(
             f"{path}: arch_args.{key[:40]} is {repr(value)[:40]}; expected a whole number "
-            f"from 0 to {_MAX_ARG}"
+            f"from 0 to {_MAX_ARG} (or true/false)"
         )
 
 

@@ -17,7 +17,7 @@ import torch
 
 from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.pipeline import score_images
-from aetool.anomaly.scores import error_maps
+from aetool.anomaly.scores import anomaly_maps, resolve_score_kind
 from aetool.data.inputs import ImageRef
 from aetool.devices import place, resolve_device
 from aetool.errors import ImageError
@@ -51,8 +51,9 @@ def _extremes(
             x = _decode_for(model, path)[None]
         except ImageError:
             continue
-        recon = _reconstruct(model, x, device)
-        emap = error_maps(torch.from_numpy(x), torch.from_numpy(recon), score_kind)[0].numpy()
+        net = place(model.model, device).eval()
+        with torch.no_grad():
+            emap = anomaly_maps(net, torch.from_numpy(x).to(device), score_kind)[0].cpu().numpy()
         items.append(ExtremeItem(path, score, x[0], emap, label))
     return items
 
@@ -61,7 +62,7 @@ def build_report(
     inputs: Iterable[str | os.PathLike[str] | ImageRef],
     model: LoadedModel | str | os.PathLike[str],
     *,
-    score_kind: str = "mse",
+    score_kind: str = "auto",
     threshold: str = "auto",
     labels: dict[str, int] | None = None,
     infer_labels: bool = True,
@@ -78,7 +79,7 @@ def build_report(
     Args:
         inputs: files and folders to score and picture.
         model: a loaded model or a model file.
-        score_kind: ``mse``, ``ssim`` or ``max-local``.
+        score_kind: ``auto``, ``model``, ``mse``, ``ssim`` or ``max-local``.
         threshold: as for ``aetool score``.
         labels: path -> 0/1 overriding labels from the folder layout.
         infer_labels: take labels from folder names when ``labels`` is None.
@@ -94,6 +95,7 @@ def build_report(
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     dev = resolve_device(device)
+    score_kind = resolve_score_kind(score_kind, model.model)
     inputs = list(inputs)
     options = ScoreOptions(
         score_kind=score_kind, threshold=threshold, labels=labels, infer=infer_labels,

@@ -66,6 +66,9 @@ class TrainConfig:
     compile: bool = False
     #: "constant", or "cosine": decay from lr towards 0 over the epochs (per epoch).
     lr_schedule: str = "constant"
+    #: Seconds of training after which the run ends (None: no limit); checked per
+    #: epoch by the autoencoder loop, per step by the draem trainer.
+    time_budget: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first option out of range."""
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError("--time-budget must be a positive number of seconds")
         if self.contractive < 0:
             raise ConfigError("--contractive must be >= 0")
         if self.patch_size is not None and self.patch_size < 8:

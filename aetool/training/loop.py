@@ -109,6 +109,8 @@ def train(
                 cb.on_epoch_end(rec, samples)
             if stopping.should_stop():
                 break
+            if cfg.time_budget and time.perf_counter() - t_start >= cfg.time_budget:
+                break  # the run record's epochs_run < epochs_requested says so
     except KeyboardInterrupt:
         interrupted = True
 

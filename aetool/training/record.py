@@ -26,7 +26,7 @@ from torch import Tensor
 
 from aetool import __version__
 from aetool.anomaly.mapscale import MAP_SAMPLE, map_statistics
-from aetool.anomaly.scores import SCORE_KINDS, error_maps, reduce_maps
+from aetool.anomaly.scores import SCORE_KINDS, error_maps, has_anomaly_map, reduce_maps
 from aetool.data.cache import ImageSet
 from aetool.models.file import save_model
 from aetool.models.registry import AutoEncoder, ModelConfig
@@ -172,28 +172,40 @@ class RunRecord:
 def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str) -> dict[str, Any]:
     """Per-image scores of held-out normal images (clean input), for thresholds.
 
+    Models with their own anomaly map record the ``model`` kind only; the others
+    the reconstruction kinds. ``maps`` holds, per kind, statistics of the maps'
+    pixels (:func:`~aetool.anomaly.mapscale.map_statistics`): the colour scale of
+    heatmaps and the pixel threshold of ``--masks-out``.
+
     Args:
         model: the trained model, in eval mode on the device of ``chunks``.
         chunks: batches of clean images.
         source: ``validation``, or ``training`` when no image was held out.
     """
-    scores: dict[str, list[float]] = {k: [] for k in SCORE_KINDS}
-    # A sample of each batch's error-map pixels (and its exact maximum): the colour scale
-    # and pixel threshold of every heatmap of this model (aetool.anomaly.mapscale).
-    samples: dict[str, list[np.ndarray]] = {k: [] for k in SCORE_KINDS}
-    maxima: dict[str, list[float]] = {k: [] for k in SCORE_KINDS}
+    kinds = ("model",) if has_anomaly_map(model) else SCORE_KINDS
+    scores: dict[str, list[float]] = {k: [] for k in kinds}
+    # A sample of each batch's map pixels (and its exact maximum): the colour scale and
+    # pixel threshold of every heatmap and predicted mask of this model
+    # (aetool.anomaly.mapscale).
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    maxima: dict[str, list[float]] = {k: [] for k in kinds}
     gen = torch.Generator().manual_seed(0)
     for clean in chunks:
-        recon = model(clean).float()
-        for kind in SCORE_KINDS:
-            maps = error_maps(clean, recon, kind)
+        recon = None if kinds[0] == "model" else model(clean).float()
+        for kind in kinds:
+            if recon is None:
+                maps = model.anomaly_map(clean)[:, 0].float()  # type: ignore[operator]
+            else:
+                maps = error_maps(clean, recon, kind)
             scores[kind].extend(reduce_maps(maps, kind).cpu().tolist())
             flat = maps.flatten().float().cpu()
             if flat.numel() > MAP_SAMPLE:
                 flat = flat[torch.randperm(flat.numel(), generator=gen)[:MAP_SAMPLE]]
             samples[kind].append(flat.numpy())
             maxima[kind].append(float(maps.max()))
-    out: dict[str, Any] = {"count": len(scores["mse"]), "source": source, "quantiles_only": False}
+    out: dict[str, Any] = {
+        "count": len(scores[kinds[0]]), "source": source, "quantiles_only": False,
+    }  # fmt: skip
     stored: dict[str, list[float]] = {}
     for kind, vals in scores.items():
         arr = np.sort(np.asarray(vals, dtype=np.float64))
@@ -202,8 +214,8 @@ def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str)
             out["quantiles_only"] = True
         stored[kind] = [float(v) for v in arr]
     out["scores"] = stored
-    if scores["mse"]:
-        out["maps"] = {k: map_statistics(samples[k], maxima[k]) for k in SCORE_KINDS}
+    if scores[kinds[0]]:
+        out["maps"] = {k: map_statistics(samples[k], maxima[k]) for k in kinds}
     out["summary"] = {
         k: {
             "mean": float(np.mean(v)),

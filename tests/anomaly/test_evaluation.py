@@ -108,3 +108,21 @@ def test_pixel_roc_auc_subsamples_deterministically(monkeypatch: pytest.MonkeyPa
     a = pixel_roc_auc(maps, masks)
     assert a == pixel_roc_auc(maps, masks)
     assert a is not None and 0.97 < a <= 1.0
+
+
+def test_aupro_hand_computed_cases() -> None:
+    """Regions {0,1} and {4}; normal pixels 0.5 and 0.1 (worked out in the comments)."""
+    import numpy as np
+
+    from aetool.anomaly.evaluation import aupro
+
+    amap = [np.array([[0.9, 0.3, 0.5, 0.1, 0.2]])]
+    mask = [np.array([[1, 1, 0, 0, 1]])]
+    # thresholds 0.9: PRO 0.25 at FPR 0; 0.5: FPR 0.5; 0.3: PRO 0.5; 0.2: PRO 1; 0.1: FPR 1
+    assert aupro(amap, mask, max_fpr=0.3) == pytest.approx(0.25)  # 0.3 * 0.25 / 0.3
+    assert aupro(amap, mask, max_fpr=1.0) == pytest.approx(0.625)  # 0.5*0.25 + 0.5*1
+    perfect = [np.array([[0.8, 0.6, 0.1, 0.7]])]
+    assert aupro(perfect, [np.array([[1, 0, 0, 1]])]) == pytest.approx(1.0)
+    assert np.isnan(aupro([np.zeros((2, 2))], [np.zeros((2, 2))]))
+    with pytest.raises(ValueError):
+        aupro(amap, mask, max_fpr=0)

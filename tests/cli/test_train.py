@@ -87,7 +87,10 @@ def test_bad_options_are_usage_errors(runner: CliRunner, blob_folder: Path, tmp_
     res = _train(runner, blob_folder, tmp_path / "m.safetensors", "--noise", "pink:3")
     assert res.exit_code == 2 and "gaussian" in res.stderr
     res = _train(runner, blob_folder, tmp_path / "m.safetensors", "--arch", "nope")
-    assert res.exit_code == 2 and "'nope' is not one of 'conv', 'denoiser', 'dense'" in res.stderr
+    assert (
+        res.exit_code == 2
+        and "'nope' is not one of 'auto', 'conv', 'denoiser', 'dense', 'draem'" in res.stderr
+    )
 
 
 def test_info_readable_and_json(runner: CliRunner, blob_folder: Path, tmp_path: Path) -> None:
