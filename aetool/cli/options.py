@@ -175,6 +175,17 @@ def threshold_option(help: str) -> Callable[[F], F]:
     )  # fmt: skip
 
 
+def masks_option(f: F) -> F:
+    """``--masks DIR``: ground-truth masks for pixel metrics (score and report)."""
+    return click.option(
+        "--masks",
+        "masks_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
+    )(f)
+
+
 def labels_option(f: F) -> F:
     """``--labels FILE``: a CSV of path,label that must exist."""
     return click.option(

@@ -12,6 +12,7 @@ from aetool.cli.options import (
     default_model,
     input_paths,
     labels_option,
+    masks_option,
     model_option,
     no_labels_option,
     overwrite_option,
@@ -42,13 +43,7 @@ from aetool.cli.options import (
 @threshold_option("As for `aetool score`: auto, a number, pNN or Ksigma.")
 @labels_option
 @no_labels_option
-@click.option(
-    "--masks",
-    "masks_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
-)
+@masks_option
 @click.option(
     "--top-n",
     type=click.IntRange(1, 100),

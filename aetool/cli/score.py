@@ -16,6 +16,7 @@ from aetool.cli.options import (
     format_option,
     input_paths,
     labels_option,
+    masks_option,
     model_option,
     no_labels_option,
     overwrite_option,
@@ -77,13 +78,7 @@ if TYPE_CHECKING:
 )
 @labels_option
 @no_labels_option
-@click.option(
-    "--masks",
-    "masks_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of ground-truth masks mirroring the images (default: MVTec ground_truth/).",
-)
+@masks_option
 @shard_option("Score only shard I of N (disjoint, stable across runs).")
 @batch_size_option()
 @strict_option("Fail on the first unreadable or missing file.")
