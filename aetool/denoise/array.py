@@ -91,30 +91,10 @@ def denoise_array(
     Returns:
         float32 array of the input's shape, in [0, 1].
     """
-    return _denoise_array(
-        model, image, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-        ensemble=ensemble, color=color, refine=refine,
-    )[0]  # fmt: skip
-
-
-@torch.no_grad()
-def _denoise_array(
-    model: AutoEncoder | LoadedModel,
-    image: np.ndarray,
-    *,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 8,
-    device: str | torch.device | None = None,
-    ensemble: int = 1,
-    color: str = "opponent",
-    refine: bool = False,
-) -> tuple[np.ndarray, bool]:
-    """:func:`denoise_array`, and whether the refinement changed any plane."""
     return _denoise_arrays(
         model, [image], tile=tile, overlap=overlap, batch_size=batch_size, device=device,
         ensemble=ensemble, colors=[color], refines=[refine],
-    )[0]  # fmt: skip
+    )[0][0]  # fmt: skip
 
 
 @torch.no_grad()
@@ -130,7 +110,7 @@ def _denoise_arrays(
     colors: list[str],
     refines: list[bool],
 ) -> list[tuple[np.ndarray, bool]]:
-    """:func:`_denoise_array` of several images of one height and width, each with its own
+    """:func:`denoise_array` of several images of one height and width, each with its own
     colour mode and refinement: for a one-channel model their planes go through the model
     together (so small images share forward passes, ``batch_size * tile**2`` pixels each),
     with the same result as one by one, every plane being the model's input on its own."""
