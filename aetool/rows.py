@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,6 +37,10 @@ def _fmt(value: Any, digits: int | None = None) -> Any:
     return value
 
 
+#: A comma, a double quote or a control character (C0 or DEL): the cell is quoted.
+_NEEDS_QUOTES = re.compile(r'[,"\x00-\x1f\x7f]')
+
+
 def csv_cell(value: Any) -> str:
     """One CSV cell: quoted (quotes doubled) when it holds a comma, a quote or any control
     character (a carriage return too, which ``csv.writer`` leaves bare with a ``\\n`` line end).
@@ -44,7 +49,7 @@ def csv_cell(value: Any) -> str:
     it is: the rows are data for programs, and a path must read back exactly (README).
     """
     text = str(value)
-    if any(c in ',"' or ord(c) < 32 or ord(c) == 127 for c in text):
+    if _NEEDS_QUOTES.search(text):
         return '"' + text.replace('"', '""') + '"'
     return text
 

@@ -15,7 +15,8 @@ division away:
      files written;
 2. scoring, a ``conv`` autoencoder trained for one epoch on 1,000 other 28x28 images,
    on ``--score-images`` 28x28 PNGs: model only (uint8 held in memory, 1,024 a pass,
-   forward and MSE score) and ``aetool score`` end to end in a fresh process.
+   forward and MSE score) and ``aetool score`` end to end in a fresh process, with the
+   decoding processes it chooses and with threads only (``AETOOL_DECODE_PROCESSES=0``).
 
     python benchmarks/end_to_end.py --device cuda                     # 1,000 / 10,000 images
     python benchmarks/end_to_end.py --device cpu --denoise-images 100 --score-images 2000
@@ -67,11 +68,12 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def cli(*args: str) -> float:
+def cli(*args: str, env: dict[str, str] | None = None) -> float:
     """Wall time of ``python -m aetool ARGS`` in a fresh process (stdout discarded)."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "aetool", *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+                          stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
     if proc.returncode:
         raise RuntimeError(f"aetool {args[0]} exited {proc.returncode}: {proc.stderr[-800:]}")
     return time.perf_counter() - t0
@@ -167,10 +169,12 @@ def scoring(n: int, device: torch.device, tmp: Path) -> None:
     net = timed(forward, device)
     emit(f"model only: conv forward + MSE, {n} images 28x28 in memory, 1,024 a pass: "
          f"{n / net:,.0f} img/s")  # fmt: skip
-    wall = cli("score", str(folder), "-m", str(model_path), "--device", str(device), "-q",
-               "--batch-size", "1024")  # fmt: skip
-    emit(f"end to end: aetool score, {n} PNGs 28x28 (start-up included): {wall:.1f} s, "
-         f"{n / wall:,.0f} img/s")  # fmt: skip
+    for how, env in (("decoding processes as chosen", {}),
+                     ("decoding threads only", {"AETOOL_DECODE_PROCESSES": "0"})):  # fmt: skip
+        wall = cli("score", str(folder), "-m", str(model_path), "--device", str(device), "-q",
+                   "--batch-size", "1024", env=env)  # fmt: skip
+        emit(f"end to end: aetool score, {n} PNGs 28x28 (start-up included), {how}: "
+             f"{wall:.1f} s, {n / wall:,.0f} img/s")  # fmt: skip
     wall = cli("info", str(model_path))
     emit(f"start-up alone: aetool info on the model file: {wall:.2f} s")
 

@@ -15,6 +15,11 @@ Both networks start with a lossless pixel-unshuffle (space-to-depth by
 speed-up on a CPU. Any input size works; it is padded by reflection to a
 multiple of ``unshuffle * 2**depth`` and the map cropped back.
 
+With ``flip_average`` the map is the mean of the maps of the image and of its
+left-right and up-down mirror images (test-time augmentation; what ``aetool
+train`` builds): on held-out ELPV cells it ranked real defects higher for
+every model tried (BENCHMARKS.md, issue 17) at three times the inference cost.
+
 ``forward`` returns the reconstruction (the input itself without the
 reconstructive subnetwork), so the reconstruction-error score kinds stay
 defined; :meth:`DraemModel.anomaly_map` is what scoring uses.
@@ -111,6 +116,8 @@ class DraemModel(AutoEncoder):
         depth: pooling stages.
         unshuffle: space-to-depth factor of the first layer.
         reconstructive: also build the reconstructive subnetwork.
+        flip_average: :meth:`anomaly_map` averages the maps of the image and of its
+            mirror images.
     """
 
     fully_convolutional = True
@@ -127,13 +134,15 @@ class DraemModel(AutoEncoder):
         depth: int = 4,
         unshuffle: int = 2,
         reconstructive: bool = False,
+        flip_average: bool = False,
     ) -> None:
         super().__init__()
         self._arch_args = dict(
             channels=channels, height=height, width=width, latent_dim=latent_dim,
             base_channels=base_channels, depth=depth, unshuffle=unshuffle,
-            reconstructive=reconstructive,
+            reconstructive=reconstructive, flip_average=flip_average,
         )  # fmt: skip
+        self.flip_average = flip_average
         self.multiple = unshuffle * 2**depth
         self.rec = (
             _Reconstructive(channels, base_channels, depth, unshuffle) if reconstructive else None
@@ -163,4 +172,9 @@ class DraemModel(AutoEncoder):
 
     def anomaly_map(self, x: Tensor) -> Tensor:
         """Per-pixel defect probability ``(N, 1, H, W)`` in [0, 1]."""
-        return torch.sigmoid(self.outputs(x)[1].float())
+        p = torch.sigmoid(self.outputs(x)[1].float())
+        if not self.flip_average:
+            return p
+        for dims in ((-1,), (-2,)):
+            p = p + torch.sigmoid(self.outputs(x.flip(dims))[1].float()).flip(dims)
+        return p / 3

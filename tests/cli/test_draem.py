@@ -52,6 +52,9 @@ def test_scores_use_the_models_map_and_find_the_painted_defects(
     rows, err = _score([str(score_tree / "test"), "-m", str(draem_model), "--report", str(report)])
     assert {r["score_kind"] for r in rows} == {"model"}
     assert "AUPRO" in err
+    from aetool.models.file import load_model
+
+    assert load_model(draem_model).metadata["arch_args"]["flip_average"] is True  # the default
     rep = json.loads(report.read_text())
     assert rep["score_kind"] == "model"
     assert rep["threshold"]["rule"].startswith("auto")

@@ -11,7 +11,7 @@ from PIL import Image
 from aetool.data.cache import iter_batches, load_images
 from aetool.data.decode import DEFAULT_SIZE, decode_image, parse_size
 from aetool.data.inputs import find_images
-from aetool.errors import ImageError, NoImagesError
+from aetool.errors import ConfigError, ImageError, NoImagesError
 
 
 def test_walk_is_sorted_skips_hidden_and_non_images(tmp_path: Path) -> None:
@@ -165,6 +165,48 @@ def test_iter_batches_streams_in_order(blob_folder: Path) -> None:
     assert [len(b.refs) + len(b.failed) for b in batches] == [10, 10, 10, 10, 8]
     assert batches[1].failed[0][0].relpath == "img010.png"
     assert all(b.data.shape[1:] == (1, 8, 8) for b in batches)
+
+
+def test_iter_batches_in_processes_equals_threads(blob_folder: Path) -> None:
+    (blob_folder / "img010.png").write_text("broken in the middle")
+    (blob_folder / "img020.png").write_bytes(b"")
+    refs, _ = find_images([blob_folder])
+    kw = dict(channels=3, size=(12, 10), batch_size=7)
+    threads = list(iter_batches(refs, processes=0, **kw))
+    procs = list(iter_batches(refs, processes=2, **kw))
+    assert len(procs) == len(threads) == 7
+    for a, b in zip(threads, procs, strict=True):
+        assert a.refs == b.refs and a.failed == b.failed
+        np.testing.assert_array_equal(a.data, b.data)
+    reasons = dict((r.relpath, why) for b in procs for r, why in b.failed)
+    assert set(reasons) == {"img010.png", "img020.png"}
+    assert reasons["img020.png"] == "empty file (0 bytes)"
+
+
+def test_iter_batches_process_pool_closes_when_the_caller_stops(blob_folder: Path) -> None:
+    refs, _ = find_images([blob_folder])
+    it = iter_batches(refs, channels=1, size=(8, 8), batch_size=4, processes=2)
+    first = next(it)
+    it.close()  # the pool shuts down; no hang, no stray worker
+    assert len(first.refs) == 4 and first.data.shape == (4, 1, 8, 8)
+
+
+def test_decode_processes_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aetool.data import cache
+
+    monkeypatch.delenv(cache.PROCESSES_ENV, raising=False)
+    monkeypatch.setattr(cache.os, "cpu_count", lambda: 32)
+    assert cache.decode_processes(100) == 0  # few images: threads
+    assert cache.decode_processes(10_000) == 16
+    monkeypatch.setattr(cache.os, "cpu_count", lambda: 2)
+    assert cache.decode_processes(10_000) == 2
+    monkeypatch.setenv(cache.PROCESSES_ENV, "0")
+    assert cache.decode_processes(10_000) == 0
+    monkeypatch.setenv(cache.PROCESSES_ENV, "3")
+    assert cache.decode_processes(10) == 3
+    monkeypatch.setenv(cache.PROCESSES_ENV, "many")
+    with pytest.raises(ConfigError, match="AETOOL_DECODE_PROCESSES"):
+        cache.decode_processes(10)
 
 
 def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,30 @@ def test_model_file_round_trip_and_info(tmp_path: Path) -> None:
     assert "draem" in res.stdout and '"depth": 2' in res.stdout
 
 
+def test_flip_average_is_the_mean_of_the_mirrored_maps(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    plain = DraemModel(channels=1, height=32, width=32, base_channels=4, depth=2).eval()
+    avg = DraemModel(channels=1, height=32, width=32, base_channels=4, depth=2, flip_average=True)
+    avg.load_state_dict(plain.state_dict())
+    avg.eval()
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        want = (
+            plain.anomaly_map(x)
+            + plain.anomaly_map(x.flip(-1)).flip(-1)
+            + plain.anomaly_map(x.flip(-2)).flip(-2)
+        ) / 3
+        got = avg.anomaly_map(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, plain.anomaly_map(x), atol=1e-4)  # it does change the map
+    meta = {"preprocessing": {"channels": 1, "height": 32, "width": 32}}
+    loaded = load_model(save_model(tmp_path / "f.safetensors", avg, meta))
+    assert loaded.metadata["arch_args"]["flip_average"] is True
+    assert loaded.model.flip_average is True
+    with torch.no_grad():
+        assert torch.allclose(loaded.model.anomaly_map(x), got, atol=1e-6)
+
+
 def test_auto_rule_keeps_conv_for_tiny_images() -> None:
     assert choose_arch([(8, 8)] * 3) == ("conv", None)
     assert choose_arch([(28, 28), (300, 300)]) == ("conv", None)
