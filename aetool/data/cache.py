@@ -456,21 +456,32 @@ def _iter_batches_processes(
     from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_quiet_worker)
     it = iter(refs)
     ahead: deque[tuple[list[ImageRef], Future[Any]]] = deque()
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_quiet_worker)
+    except (OSError, ImportError, ValueError):  # no process support here (no /dev/shm, ...)
+        yield from iter_batches(it, channels=args[0], size=args[1], resize=args[2],
+                                alpha_background=args[3], batch_size=batch_size,
+                                processes=0)  # fmt: skip
+        return
     try:
         while True:
             while len(ahead) < 2 * processes and (chunk := list(islice(it, batch_size))):
                 paths = [str(r.path) for r in chunk]
-                ahead.append((chunk, pool.submit(_decode_many, paths, *args)))
+                try:
+                    fut = pool.submit(_decode_many, paths, *args)
+                except (BrokenProcessPool, RuntimeError, OSError):  # the pool could not start
+                    fut = Future()
+                    fut.set_exception(BrokenProcessPool("the worker processes did not start"))
+                ahead.append((chunk, fut))
             if not ahead:
                 break
             chunk, fut = ahead.popleft()
             try:
                 data, failed = fut.result()
-            except BrokenProcessPool:  # a worker died (a decoder crash): go on in this process
+            except (BrokenProcessPool, OSError):  # a worker died or never started: go on here
                 pool.shutdown(wait=False, cancel_futures=True)
                 for rest in [chunk, *(c for c, _ in ahead)]:
                     yield _batch(rest, *_decode_many([str(r.path) for r in rest], *args))

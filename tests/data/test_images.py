@@ -191,6 +191,24 @@ def test_iter_batches_process_pool_closes_when_the_caller_stops(blob_folder: Pat
     assert len(first.refs) == 4 and first.data.shape == (4, 1, 8, 8)
 
 
+def test_iter_batches_without_working_processes_decodes_here(
+    blob_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    def broken(self: object, *a: object, **k: object) -> None:
+        raise BrokenProcessPool("a worker died")
+
+    refs, _ = find_images([blob_folder])
+    want = list(iter_batches(refs, channels=1, size=(8, 8), batch_size=5, processes=0))
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", broken)
+    got = list(iter_batches(refs, channels=1, size=(8, 8), batch_size=5, processes=2))
+    assert [b.refs for b in got] == [b.refs for b in want]
+    np.testing.assert_array_equal(np.concatenate([b.data for b in got]),
+                                  np.concatenate([b.data for b in want]))  # fmt: skip
+
+
 def test_decode_processes_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     from aetool.data import cache
 
