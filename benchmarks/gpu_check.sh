@@ -23,7 +23,8 @@
 # On a machine without internet whose python3 already has the dependencies (torch,
 # click, rich, ...): PY=python3 PYTHONPATH=$PWD bash benchmarks/gpu_check.sh
 # Timeouts (seconds): TEST_TIMEOUT (default 200) for the tests, BENCH_TIMEOUT (270),
-# E2E_TIMEOUT (270) for step 4. Without a GPU the gpu tests report as skipped.
+# E2E_TIMEOUT (270) for step 4, DECODE_TIMEOUT (60) for step 5 (decode_pool.py).
+# Without a GPU the gpu tests report as skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,5 +98,10 @@ timeout "${E2E_TIMEOUT:-270}" "$PY" benchmarks/end_to_end.py --device "$DEVICE" 
     --denoise-images "${DENOISE_IMAGES:-1000}" --score-images "${SCORE_IMAGES:-10000}"
 rc=$?
 [[ $rc -ne 0 ]] && log "end_to_end exit: $rc (124: timed out; the figures so far are above)"
+
+# --- 5. decoding: threads against worker processes on this machine's cores ----
+log ""
+log "## decode_pool"
+timeout "${DECODE_TIMEOUT:-60}" "$PY" benchmarks/decode_pool.py --rounds 2 --files "${SCORE_IMAGES:-10000}" 2>&1 | tee -a "$FIG"
 log ""
 log "total: $(($(date +%s) - t_start)) s"
