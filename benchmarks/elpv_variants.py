@@ -12,7 +12,8 @@ averaging, as one JSON line.
 Variants: ``--work`` (working size), ``--crop`` (train on random crops of the
 working size, score whole images), ``--split W`` (add a "crack that splits the
 cell" defect kind with weight W: a long crack from a border; the part it cuts
-off is shaded), ``--drop`` (leave defect kinds out), ``--seed``.
+off is shaded), ``--drop`` (leave defect kinds out), ``--standardise`` (each image
+to mean 0.5 and standard deviation 0.2 before the network), ``--seed``.
 
 Needs the ``bench`` extra (``elpv-dataset``, CC BY-NC-SA: benchmark only)::
 
@@ -112,6 +113,14 @@ def _split(img: np.ndarray, others: object, rng: np.random.Generator, kind: str)
     return np.clip(out, 0, 1), m
 
 
+class _Standardised(DraemModel):
+    """Each image to mean 0.5 and standard deviation 0.2 before the network."""
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, s = x.mean((1, 2, 3), keepdim=True), x.std((1, 2, 3), keepdim=True) + 1e-3
+        return super().outputs((x - m) / s * 0.2 + 0.5)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--type", default="poly", choices=["mono", "poly"])
@@ -120,6 +129,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--split", type=float, default=0.0)
     ap.add_argument("--drop", default="", help="defect kinds to leave out, comma-separated")
+    ap.add_argument("--standardise", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -132,7 +142,7 @@ def main() -> None:
         weights["split"] = a.split
     for k in filter(None, a.drop.split(",")):
         weights.pop(k)
-    model = DraemModel(channels=1, height=a.work, width=a.work)
+    model = (_Standardised if a.standardise else DraemModel)(1, a.work, a.work)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(a.seed)
     t0 = time.perf_counter()
