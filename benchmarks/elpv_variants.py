@@ -13,7 +13,8 @@ Variants: ``--work`` (working size), ``--crop`` (train on random crops of the
 working size, score whole images), ``--split W`` (add a "crack that splits the
 cell" defect kind with weight W: a long crack from a border; the part it cuts
 off is shaded), ``--drop`` (leave defect kinds out), ``--standardise`` (each image
-to mean 0.5 and standard deviation 0.2 before the network), ``--seed``.
+to mean 0.5 and standard deviation 0.2 before the network), ``--p-anomaly`` (share of
+training images given defects), ``--base`` (the U-Net's width), ``--seed``.
 
 Needs the ``bench`` extra (``elpv-dataset``, CC BY-NC-SA: benchmark only)::
 
@@ -130,6 +131,8 @@ def main() -> None:
     ap.add_argument("--split", type=float, default=0.0)
     ap.add_argument("--drop", default="", help="defect kinds to leave out, comma-separated")
     ap.add_argument("--standardise", action="store_true")
+    ap.add_argument("--p-anomaly", type=float, default=0.6, help="share of images given defects")
+    ap.add_argument("--base", type=int, default=16, help="the U-Net's first width")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -142,7 +145,9 @@ def main() -> None:
         weights["split"] = a.split
     for k in filter(None, a.drop.split(",")):
         weights.pop(k)
-    model = (_Standardised if a.standardise else DraemModel)(1, a.work, a.work)
+    model = (_Standardised if a.standardise else DraemModel)(
+        1, a.work, a.work, base_channels=a.base
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(a.seed)
     t0 = time.perf_counter()
@@ -159,7 +164,9 @@ def main() -> None:
             x = x[:, :, ::-1]
         if rng.random() < 0.5:
             x = x[:, :, :, ::-1]
-        xa, masks = simulate_defects(np.ascontiguousarray(x), rng, weights=weights)
+        xa, masks = simulate_defects(
+            np.ascontiguousarray(x), rng, p_anomaly=a.p_anomaly, weights=weights
+        )
         _, logits = model.outputs(torch.from_numpy(xa))
         loss = focal_loss(logits, torch.from_numpy(masks))
         opt.zero_grad()
