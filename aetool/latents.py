@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aetool.data.cache import iter_batches
+from aetool.data.cache import decode_processes, iter_batches
 from aetool.data.decode import prepare_image
 from aetool.data.inputs import ImageRef, find_images
 from aetool.devices import resolve_device
@@ -118,7 +118,8 @@ def encode_latents(
         refs: list[ImageRef] = items  # type: ignore[assignment]
     else:
         refs, _ = find_images(items)  # type: ignore[arg-type]
-    return _encode(net, refs, pre, batch_size, dev, strict, on_error)
+    processes = decode_processes(len(refs))  # a bad AETOOL_DECODE_PROCESSES fails here
+    return _encode(net, refs, pre, batch_size, dev, strict, on_error, processes)
 
 
 @torch.no_grad()
@@ -130,6 +131,7 @@ def _encode(
     dev: torch.device,
     strict: bool,
     on_error: Callable[[ImageRef, str], None] | None,
+    processes: int,
 ) -> Iterator[tuple[ImageRef, np.ndarray]]:
     was = net.training
     net.eval()
@@ -137,6 +139,7 @@ def _encode(
         for batch in iter_batches(
             refs, channels=pre["channels"], size=pre["size"], resize=pre["resize"],
             alpha_background=pre["alpha_background"], batch_size=batch_size,
+            processes=processes,
         ):  # fmt: skip
             for ref, reason in batch.failed:
                 if strict:

@@ -58,7 +58,7 @@ from aetool.anomaly.results import ScoreRow, build_score_row
 from aetool.anomaly.scores import anomaly_maps, reduce_maps, resolve_score_kind
 from aetool.anomaly.summary import ScoreSummary
 from aetool.anomaly.thresholds import Threshold, ThresholdSpec, fit_threshold, parse_threshold
-from aetool.data.cache import iter_batches
+from aetool.data.cache import decode_processes, iter_batches
 from aetool.data.decode import prepare_image
 from aetool.data.inputs import ImageRef, collect_images
 from aetool.data.shards import in_shard, parse_shard, path_key
@@ -188,7 +188,7 @@ def _chunked(items: Sequence[ImageRef], n: int) -> Iterator[list[ImageRef]]:
 
 
 def _decode_chunks(
-    refs: Sequence[ImageRef], pre: _Preprocessing, batch_size: int
+    refs: Sequence[ImageRef], pre: _Preprocessing, batch_size: int, processes: int
 ) -> Iterator[list[_Decoded]]:
     """Decoded images in input order, ``batch_size`` at a time (failures included)."""
     if pre.size is None:
@@ -204,6 +204,7 @@ def _decode_chunks(
                 resize=pre.resize,
                 alpha_background=pre.alpha,
                 batch_size=batch_size,
+                processes=processes,
             ),
             strict=True,
         )
@@ -290,6 +291,7 @@ class ScoreRun:
         # Decided on the whole set, so every shard's CSV has the same columns.
         self.columns_with_label = source is not None
         self.total = len(refs) + len(missing)
+        self._processes = decode_processes(len(refs))  # a bad AETOOL_DECODE_PROCESSES fails here
         val = np.asarray(self.model.validation_scores(kind), dtype=np.float64)
         self._val = np.sort(val[np.isfinite(val)])
         self._it: Generator[ScoreRow, None, None] = self._generate()
@@ -339,7 +341,7 @@ class ScoreRun:
         scale = map_scale(self.model.metadata, self.score_kind)
         pix_budget = max(64, PIXEL_AUC_MAX_PIXELS // max(1, len(self.refs)))
         rng = np.random.default_rng(0)
-        chunks = _decode_chunks(self.refs, pre, self.options.batch_size)
+        chunks = _decode_chunks(self.refs, pre, self.options.batch_size, self._processes)
         model = self.model.model
         place(model, self.device).eval()
         for chunk in chunks:

@@ -424,3 +424,16 @@ def test_csv_floats_read_back_exactly(score_tree: Path, score_model: Path) -> No
         assert float(c["score"]) == j["score"] and float(c["threshold"]) == j["threshold"]
         assert float(c["percentile"]) == j["percentile"]
     assert max(len(r["score"]) for r in csv_rows) > 8  # more than the old 6 digits
+
+
+def test_decoding_processes_give_the_same_rows_and_a_bad_setting_is_one_error(
+    score_tree: Path, score_model: Path
+) -> None:
+    args = [str(score_tree / "test"), "-m", str(score_model), "--batch-size", "5"]
+    threads = run(args, env={"AETOOL_DECODE_PROCESSES": "0"})
+    procs = run(args, env={"AETOOL_DECODE_PROCESSES": "2"})
+    assert threads.exit_code == procs.exit_code == 0, procs.stderr
+    assert procs.stdout == threads.stdout and len(parse_csv(procs.stdout)[1]) > 10
+    bad = run(args, env={"AETOOL_DECODE_PROCESSES": "lots"})
+    assert bad.exit_code == 1 and bad.stdout == ""
+    assert "AETOOL_DECODE_PROCESSES must be a whole number" in bad.stderr
