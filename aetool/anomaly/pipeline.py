@@ -58,8 +58,7 @@ from aetool.anomaly.results import ScoreRow, build_score_row
 from aetool.anomaly.scores import anomaly_maps, reduce_maps, resolve_score_kind
 from aetool.anomaly.summary import ScoreSummary
 from aetool.anomaly.thresholds import Threshold, ThresholdSpec, fit_threshold, parse_threshold
-from aetool.data.cache import decode_processes, iter_batches
-from aetool.data.decode import prepare_image
+from aetool.data.cache import decode_file, decode_processes, iter_batches
 from aetool.data.inputs import ImageRef, collect_images
 from aetool.data.shards import in_shard, parse_shard, path_key
 from aetool.devices import place, resolve_device
@@ -152,17 +151,7 @@ def _decode_native(
     refs: Sequence[ImageRef], channels: int, alpha_background: str, batch_size: int
 ) -> Iterator[list[_Decoded]]:
     def work(ref: ImageRef) -> _Decoded:
-        try:
-            if ref.path.is_file() and ref.path.stat().st_size == 0:
-                return _Decoded(ref, None, "empty file (0 bytes)")
-            arr = prepare_image(
-                ref.path, channels=channels, size=None, alpha_background=alpha_background
-            )
-            return _Decoded(ref, arr, None)
-        except ImageError as exc:
-            return _Decoded(ref, None, str(exc).split(": ", 1)[-1])
-        except OSError as exc:
-            return _Decoded(ref, None, str(exc) or type(exc).__name__)
+        return _Decoded(ref, *decode_file(ref.path, channels, None, "stretch", alpha_background))
 
     it = iter(refs)
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:

@@ -365,9 +365,12 @@ def decode_processes(count: int) -> int:
     return min(os.cpu_count() or 1, 16)
 
 
-def _decode_one(
-    path: Path, channels: int, size: tuple[int, int], resize: str, alpha_background: str
+def decode_file(
+    path: Path, channels: int, size: tuple[int, int] | None, resize: str, alpha_background: str
 ) -> tuple[np.ndarray | None, str | None]:
+    """One file as ``(uint8 (C, H, W), None)``, or ``(None, reason)`` when it cannot be
+    decoded (any decoder failure is that file's reason, never a crashed run).
+    ``size`` None keeps the native size."""
     try:
         if path.is_file() and path.stat().st_size == 0:
             return None, "empty file (0 bytes)"
@@ -387,7 +390,7 @@ def _decode_many(
     """A worker process's task: the decoded images stacked, and (index, reason) failures."""
     ok, failed = [], []
     for i, p in enumerate(paths):
-        arr, err = _decode_one(Path(p), channels, size, resize, alpha_background)
+        arr, err = decode_file(Path(p), channels, size, resize, alpha_background)
         if arr is None:
             failed.append((i, err or ""))
         else:
@@ -428,7 +431,7 @@ def iter_batches(
         return
 
     def decode(ref: ImageRef) -> tuple[ImageRef, np.ndarray | None, str | None]:
-        return (ref, *_decode_one(ref.path, *args))
+        return (ref, *decode_file(ref.path, *args))
 
     def assemble(results: list[tuple[ImageRef, np.ndarray | None, str | None]]) -> Batch:
         ok = [(r, a) for r, a, e in results if a is not None]
