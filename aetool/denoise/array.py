@@ -13,7 +13,7 @@ noise level (that of the noisy plane minus the model's output,
 output and skipped for planes whose estimated sigma is 30/255 or more. It
 gains most on fine texture (BENCHMARKS.md gives PSNR and time). It runs on the
 device that ran the model, in 510 px tiles of its own on large images (on the CPU,
-in tiles or strips side by side, one a thread).
+tiles or bands of the plane side by side, one a thread).
 """
 
 from __future__ import annotations

@@ -44,27 +44,38 @@ Pictures with a side longer than ``TILE + 2 * MARGIN`` (576 px) run in tiles of
 only on pixels closer than that margin, and the tiles' grids line up with the
 whole picture's, so tiling changes the result only by float rounding while
 bounding the memory, whatever the picture's size. On a CPU with several threads
-the tiles run side by side, one a thread, and smaller pictures are cut into
-strips for that (:func:`wiener_refine`); on a GPU the same operators run there.
+the tiles run side by side, one a thread; on a GPU the same operators run there.
+
+Within a plane (or tile) the CPU works band by band: :data:`_BAND` rows of
+reference patches with the pixels their groups reach, so that every intermediate
+(distances, the patches' spectra, the filtered sums) is a band's size, and the memory
+one band freed serves the next instead of being mapped afresh (on this project's
+2-core test machine, fresh pages of a plane-sized intermediate cost about as much as
+the arithmetic on it). The bands of a whole plane run side by side on a CPU with
+several threads, in contiguous runs, one a thread; on an accelerator the plane is
+one band (one round of large kernels).
 
 The filtered groups are summed per patch position in the DCT domain, weighted, and
 the inverse DCT and the window are applied once per position at the end (they are
-linear), not once per member of every group: the same sums, fewer transforms.
+linear), not once per member of every group: the same sums, fewer transforms; that
+inverse, like the forward transform, runs separably (rows, then columns).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import cache
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from aetool.errors import ConfigError
+
+_T = TypeVar("_T")
 
 #: Patch side.
 PATCH = 8
@@ -99,9 +110,11 @@ MARGIN = 33
 _REFS_PER_BATCH = 512
 #: ... and on a GPU, where a batch is one round of kernel launches: as many as memory allows.
 _REFS_PER_BATCH_ACCELERATOR = 16384
-#: On a CPU with several threads, planes are cut into strips, one a thread, no shorter
-#: than this: shorter ones would spend more time on their context than they save.
-_MIN_STRIP = 120
+#: Rows of reference patches filtered together on a CPU (a band): every intermediate has
+#: the size of a band, not of the plane, and is reused from the allocator's free memory
+#: band after band rather than mapped afresh (BENCHMARKS.md). On an accelerator the whole
+#: plane is one band.
+_BAND = 32
 
 
 @cache
@@ -181,12 +194,11 @@ def wiener_refine(
         noisy: ``(H, W)`` float plane (the input with its noise).
         pilot: ``(H, W)`` first estimate of the clean plane (a network's output).
         sigma: standard deviation of the noise in ``noisy`` (same units).
-        check: called before each tile of a large plane (each round of tiles on a
-            CPU with several threads); it may raise to stop.
+        check: called before each band of reference rows (each tile of a large plane);
+            it may raise to stop.
         device: where to compute (default the CPU); the result is the same on every
-            device but for float rounding. On the CPU the plane is cut into as many
-            tiles as torch has threads (when it is large enough that each tile's
-            context costs little), run side by side.
+            device but for float rounding. On the CPU with several torch threads, the
+            bands of a plane (the tiles of a large one) run side by side, one a thread.
 
     Returns:
         float32 ``(H, W)`` plane. Planes smaller than 16 pixels on a side, and
@@ -202,57 +214,38 @@ def wiener_refine(
     s2 = float(sigma * SIGMA_SCALE) ** 2
     dev = torch.device(device) if device is not None else torch.device("cpu")
     threads = torch.get_num_threads() if dev.type == "cpu" else 1
-    th, tw = _tile_sides(h, w, threads)
-    if (th, tw) == (h, w):
-        return _refine(_on(y, dev), _on(p, dev), s2).cpu().numpy()
+    if max(h, w) <= TILE + 2 * MARGIN:
+        return _refine(_on(y, dev), _on(p, dev), s2, check, threads).cpu().numpy()
     out = np.empty((h, w), np.float32)
 
-    def run(y0: int, x0: int) -> None:
-        y1, x1 = min(h, y0 + th), min(w, x0 + tw)
+    def run(tile: tuple[int, int]) -> None:
+        y0, x0 = tile
+        if check is not None:
+            check()
+        y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
         a, b = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
         c, d = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
         part = _refine(_on(y[a:c, b:d], dev), _on(p[a:c, b:d], dev), s2).cpu().numpy()
         out[y0:y1, x0:x1] = part[y0 - a : y1 - a, x0 - b : x1 - b]
 
-    tiles = [(y0, x0) for y0 in range(0, h, th) for x0 in range(0, w, tw)]
-    if threads == 1:
-        for y0, x0 in tiles:
-            if check is not None:
-                check()
-            run(y0, x0)
-        return out
-    # torch's operators release the GIL: one tile a thread, each on one core
-    with ThreadPoolExecutor(threads) as pool, _one_thread_each():
-        for i in range(0, len(tiles), threads):
-            if check is not None:
-                check()
-            list(pool.map(lambda t: run(*t), tiles[i : i + threads]))
+    tiles = [(y0, x0) for y0 in range(0, h, TILE) for x0 in range(0, w, TILE)]
+    _side_by_side(tiles, run, threads)
     return out
 
 
-def _tile_sides(h: int, w: int, threads: int) -> tuple[int, int]:
-    """Tile sides for an ``h`` x ``w`` plane: :data:`TILE` for large planes; on a CPU with
-    several threads, strips across the longer side, one a thread, where each is at least
-    :data:`_MIN_STRIP` long; else the whole plane. Multiples of :data:`STEP`, so that
-    every tile's grid of reference patches lies on the whole plane's."""
-    if max(h, w) > TILE + 2 * MARGIN:
-        return TILE, TILE
-    long = max(h, w)
-    parts = min(threads, long // _MIN_STRIP)
-    if parts <= 1:
-        return h, w
-    side = -(-long // (parts * STEP)) * STEP
-    return (side, w) if h >= w else (h, side)
-
-
-@contextmanager
-def _one_thread_each() -> Iterator[None]:
-    """torch's intra-op threads set to one while tiles run one a thread (each thread's
-    operators would otherwise start as many again); restored after."""
+def _side_by_side(jobs: list[_T], run: Callable[[_T], None], threads: int) -> None:
+    """``run`` each job: in turn with one thread, else one job a thread, each thread with
+    torch's intra-op threads set to one (its operators would otherwise start as many
+    again; restored after). torch's operators release the GIL."""
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            run(job)
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+            list(pool.map(run, jobs))
     finally:
         torch.set_num_threads(before)
 
@@ -262,52 +255,100 @@ def _on(plane: np.ndarray, dev: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
-    n, r, dev = PATCH, RADIUS, y.device
+def _refine(
+    y: torch.Tensor,
+    p: torch.Tensor,
+    s2: float,
+    check: Callable[[], None] | None = None,
+    threads: int = 1,
+) -> torch.Tensor:
+    """The refined plane, computed band by band: a band is :data:`_BAND` rows of
+    reference patches (on an accelerator the whole plane) with the pixels their groups
+    reach, so that every intermediate (block-matching distances, the patches' spectra,
+    the filtered sums) has the size of a band, not of the plane."""
+    r, dev = RADIUS, y.device
     h, w = y.shape
     both = F.pad(torch.stack([y, p])[None], (r, r, r, r), mode="reflect")[0]  # sides >= 16
-    pp = both[1]
-    hp, wp = pp.shape
-
-    # 1. block matching on the pilot: mean squared differences of every reference patch to
-    # its candidates, as box sums of squared differences of shifted copies of the picture
+    hp, wp = both.shape[1:]
     gr, lr = _grid(h)
     gc, lc = _grid(w)
-    rows = torch.tensor(gr + ([lr] if lr is not None else []), device=dev)
-    cols = torch.tensor(gc + ([lc] if lc is not None else []), device=dev)
+    rows = gr + ([lr] if lr is not None else [])
+    cols = gc + ([lc] if lc is not None else [])
+    band = _BAND if dev.type == "cpu" else len(rows)
+    bands = [rows[i : i + band] for i in range(0, len(rows), band)]
+    parts = min(threads, len(bands))
+    # contiguous runs of bands, one a thread, each summed into its own numerator/denominator
+    runs = [bands[i * len(bands) // parts : (i + 1) * len(bands) // parts] for i in range(parts)]
+    sums = [(torch.zeros(hp, wp, device=dev), torch.zeros(hp, wp, device=dev)) for _ in runs]
+
+    def run(i: int) -> None:
+        for refs in runs[i]:
+            if check is not None:
+                check()
+            _filter_band(both, refs, cols, s2, *sums[i])
+
+    _side_by_side(list(range(parts)), run, threads)
+    num, den = sums[0]
+    for more_num, more_den in sums[1:]:
+        num += more_num
+        den += more_den
+    num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
+    return torch.where(den > 0, num / den.clamp_min(1e-30), p)
+
+
+@torch.inference_mode()  # each thread's own mode
+def _filter_band(
+    both: torch.Tensor, refs: list[int], cols: list[int], s2: float,
+    num: torch.Tensor, den: torch.Tensor,
+) -> None:  # fmt: skip
+    """Filter the groups of the reference patches in rows ``refs`` (top-left corners in
+    the unpadded plane) and columns ``cols`` of ``both`` (the noisy and pilot planes,
+    padded by :data:`RADIUS`); add the weighted, windowed patches to ``num`` and their
+    weights to ``den`` (padded planes)."""
+    n, r, dev = PATCH, RADIUS, both.device
+    wp = both.shape[2]
+    w = wp - 2 * r
+    top = refs[0]  # the band's first pixel row (padded): the top of a group at offset -r
+    sub = both[:, top : refs[-1] + 2 * r + n]  # every pixel the band's groups reach
+    bh = sub.shape[1]
+    pp = sub[1]
+    ry = torch.tensor(refs, device=dev) - top  # reference rows in the band, less r
+    rx = torch.tensor(cols, device=dev)
+
+    # 1. block matching on the pilot: mean squared differences of every reference patch to
+    # its candidates, as sums of 8 rows, then of 8 columns, of squared differences of
+    # shifted copies of the band
     offsets = [(dy, dx) for dy in range(-r, r + 1, OFFSET_STEP)
                for dx in range(-r, r + 1, OFFSET_STEP)]  # fmt: skip
-    ref = pp[r : r + h, r : r + w]
-    diff = torch.empty(len(offsets), 1, h, w, device=dev)
+    hb = refs[-1] - top + n
+    ref = pp[r : r + hb, r : r + w]
+    diff = torch.empty(len(offsets), hb, w, device=dev)
     for i, (dy, dx) in enumerate(offsets):
-        torch.sub(pp[r + dy : r + dy + h, r + dx : r + dx + w], ref, out=diff[i, 0])
+        torch.sub(pp[r + dy : r + dy + hb, r + dx : r + dx + w], ref, out=diff[i])
     diff.square_()
-    a = F.avg_pool2d(diff, (n, 1), stride=(STEP, 1))
-    if lr is not None:
-        a = torch.cat([a, F.avg_pool2d(diff[:, :, lr : lr + n], (n, 1))], 2)
+    by_rows = diff.index_select(1, ry)
+    for i in range(1, n):
+        by_rows += diff.index_select(1, ry + i)
     del diff
-    dist = F.avg_pool2d(a, (1, n), stride=(1, STEP))
-    if lc is not None:
-        dist = torch.cat([dist, F.avg_pool2d(a[:, :, :, lc : lc + n], (1, n))], 3)
-    del a
-    dist = dist.reshape(len(offsets), -1)
-    dist[offsets.index((0, 0))] = -1.0  # the reference heads its group, even among exact ties
-    k_max = min(GROUP, len(offsets))
-    dd, best = dist.topk(k_max, dim=0, largest=False, sorted=True)
-    dd, best = dd.T, best.T  # (refs, k_max), nearest first; the reference itself is first
-    count = (dd <= TAU).sum(1).clamp_min(1)
+    sums = by_rows.index_select(2, rx)
+    for j in range(1, n):
+        sums += by_rows.index_select(2, rx + j)
+    del by_rows
+    dist = sums.reshape(len(offsets), -1).T.mul(1 / (n * n))  # (refs, offsets)
+    dist[:, offsets.index((0, 0))] = -1.0  # the reference heads its group, even among ties
+    dd, best = dist.topk(min(GROUP, len(offsets)), dim=1, largest=False, sorted=True)
+    count = (dd <= TAU).sum(1).clamp_min(1)  # nearest first; the reference itself first
     size = 2 ** torch.floor(torch.log2(count.float())).long()
     off = torch.tensor(offsets, device=dev)
-    ry = rows[:, None].expand(-1, len(cols)).reshape(-1)
-    rx = cols[None, :].expand(len(rows), -1).reshape(-1)
+    ry = ry[:, None].expand(-1, len(cols)).reshape(-1)
+    rx = rx[None, :].expand(len(refs), -1).reshape(-1)
 
     # 2. 3-D transform domain: the 8x8 DCT of every patch of both planes, separably (rows,
     # then columns: 16 products a pixel instead of 64), laid out channels-last: a row per
     # patch position, both planes side by side; coefficient (u, v) sits at v * 8 + u
-    pw, ph = wp - n + 1, hp - n + 1
-    spec = _dct_patches(both[None])
+    ph, pw = bh - n + 1, wp - n + 1
+    spec = _dct_patches(sub[None])
     spec = spec.permute(0, 2, 3, 1).reshape(ph * pw, 2, n * n)  # no copy if channels-last
-    win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)  # on the CPU: read below
     per_batch = _REFS_PER_BATCH if dev.type == "cpu" else _REFS_PER_BATCH_ACCELERATOR
     acc = torch.zeros(ph * pw, n * n, device=dev)  # weighted sums of filtered spectra
     wsum = torch.zeros(ph * pw, device=dev)
@@ -336,16 +377,15 @@ def _refine(y: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
             acc.index_add_(0, pos, z.view(k, m, n * n).mul_(weight[:, None]).view(-1, n * n))
             wsum.index_add_(0, pos, weight.expand(k, -1).reshape(-1))
     del spec
-    num = _undct_patches(acc, ph, pw, win.to(dev))
+    win = torch.kaiser_window(n, periodic=False, beta=KAISER_BETA)  # on the CPU: read below
+    num[top : top + bh] += _undct_patches(acc, ph, pw, win.to(dev))
     # the weights spread like the patches, by the window, an outer product: rows, then columns
-    by_rows = torch.zeros(hp, pw, device=dev)
+    spread = torch.zeros(bh, pw, device=dev)
     for i in range(n):
-        by_rows[i : i + ph].add_(wsum.view(ph, pw), alpha=float(win[i]))
-    den = torch.zeros(hp, wp, device=dev)
+        spread[i : i + ph].add_(wsum.view(ph, pw), alpha=float(win[i]))
+    band_den = den[top : top + bh]
     for j in range(n):
-        den[:, j : j + pw].add_(by_rows, alpha=float(win[j]))
-    num, den = num[r : r + h, r : r + w], den[r : r + h, r : r + w]
-    return torch.where(den > 0, num / den.clamp_min(1e-30), p)
+        band_den[:, j : j + pw].add_(spread, alpha=float(win[j]))
 
 
 def _dct_patches(x: torch.Tensor) -> torch.Tensor:
@@ -364,10 +404,20 @@ def _dct_patches(x: torch.Tensor) -> torch.Tensor:
 def _undct_patches(spec: torch.Tensor, h: int, w: int, win: torch.Tensor) -> torch.Tensor:
     """Each position's patch from its 64 coefficients (ordered as :func:`_dct_patches`
     gives them, one row per position of an ``(h, w)`` grid), times the 2-D window
-    ``win x win``, summed where patches overlap: (h w, 64) -> (h + 7, w + 7)."""
+    ``win x win``, summed where patches overlap: (h w, 64) -> (h + 7, w + 7).
+
+    Separably, like the forward transform: for each column frequency ``v``, the inverse
+    transform down the rows (times the window) as one product, its 8 rows added at their
+    shifts; then across the columns the same way. 16 products a coefficient, not 64."""
     n = PATCH
-    d = _dct(n).to(spec.device)
-    basis = d[None, :, :, None] * d[:, None, None, :]  # [v, u, i, j] = d[u, i] d[v, j]
-    basis = (basis * (win[:, None] * win[None, :])).reshape(n * n, n * n)
-    patches = torch.mm(basis.T, spec.T)  # (64, h w), rows contiguous as fold wants them
-    return F.fold(patches[None], (h + n - 1, w + n - 1), n)[0, 0]
+    k = (_dct(n).to(spec.device) * win[None, :]).T.contiguous()  # [i, u] = d[u, i] win[i]
+    down = torch.zeros(n, h + n - 1, w, device=spec.device)  # [v, row, column]
+    for v in range(n):
+        rows = torch.mm(k, spec[:, n * v : n * v + n].T).view(n, h, w)  # [i, y, x]
+        for i in range(n):
+            down[v, i : i + h] += rows[i]
+    across = torch.mm(k, down.view(n, -1)).view(n, h + n - 1, w)  # [j, row, x]
+    out = torch.zeros(h + n - 1, w + n - 1, device=spec.device)
+    for j in range(n):
+        out[:, j : j + w] += across[j]
+    return out

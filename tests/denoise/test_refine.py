@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import pytest
@@ -117,21 +118,23 @@ def test_equals_a_plain_transcription_of_the_algorithm(threads: Callable[[int], 
     assert np.abs(expect - pilot).max() > 0.01  # the reference did change the picture
 
 
-def test_strips_side_by_side_give_the_whole_plane_result(threads: Callable[[int], None]) -> None:
+def test_bands_one_a_thread_give_the_whole_plane_result(
+    threads: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     clean = (data.camera()[:150, :400] / 255.0).astype(np.float32)
     noisy = _noisy(clean, 0.08, seed=2)
     pilot = gaussian_filter(noisy, 1.0)
     threads(1)
-    assert refine._tile_sides(150, 400, 1) == (150, 400)
+    monkeypatch.setattr(refine, "_BAND", 1000)  # all 49 rows of reference patches at once
     whole = wiener_refine(noisy, pilot, 0.08)
-    threads(3)  # three strips across the width, of 135 px (a multiple of the step)
-    assert refine._tile_sides(150, 400, 3) == (150, 135)
-    calls: list[int] = []
-    strips = wiener_refine(noisy, pilot, 0.08, check=lambda: calls.append(1))
-    assert torch.get_num_threads() == 3  # restored after the strips ran one thread each
-    assert calls == [1]  # one round of three strips
-    np.testing.assert_allclose(strips, whole, atol=1e-5)
-    assert refine._tile_sides(100, 100, 4) == (100, 100)  # too small to be worth cutting
+    monkeypatch.setattr(refine, "_BAND", 6)  # 49 rows -> 9 bands (the last of 1 row)
+    for count in (1, 3):  # in turn; three threads of contiguous runs of bands
+        threads(count)
+        calls: list[int] = []
+        banded = wiener_refine(noisy, pilot, 0.08, check=partial(calls.append, 1))
+        assert torch.get_num_threads() == count  # restored after the bands ran
+        assert len(calls) == 9  # one check a band
+        np.testing.assert_allclose(banded, whole, atol=1e-5)
 
 
 @pytest.mark.gpu
