@@ -114,7 +114,7 @@ _REFS_PER_BATCH_ACCELERATOR = 16384
 #: the size of a band, not of the plane, and is reused from the allocator's free memory
 #: band after band rather than mapped afresh (BENCHMARKS.md). On an accelerator the whole
 #: plane is one band.
-_BAND = 32
+_BAND = 16
 
 
 @cache
