@@ -52,8 +52,8 @@ reference patches with the pixels their groups reach, so that every intermediate
 one band freed serves the next instead of being mapped afresh (on this project's
 2-core test machine, fresh pages of a plane-sized intermediate cost about as much as
 the arithmetic on it). The bands of a whole plane run side by side on a CPU with
-several threads, in contiguous runs, one a thread; on an accelerator the plane is
-one band (one round of large kernels).
+several threads, in rounds of one a thread; on an accelerator the plane is one band
+(one round of large kernels).
 
 The filtered groups are summed per patch position in the DCT domain, weighted, and
 the inverse DCT and the window are applied once per position at the end (they are
@@ -220,8 +220,6 @@ def wiener_refine(
 
     def run(tile: tuple[int, int]) -> None:
         y0, x0 = tile
-        if check is not None:
-            check()
         y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
         a, b = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
         c, d = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
@@ -229,23 +227,32 @@ def wiener_refine(
         out[y0:y1, x0:x1] = part[y0 - a : y1 - a, x0 - b : x1 - b]
 
     tiles = [(y0, x0) for y0 in range(0, h, TILE) for x0 in range(0, w, TILE)]
-    _side_by_side(tiles, run, threads)
+    _side_by_side(tiles, run, threads, check)
     return out
 
 
-def _side_by_side(jobs: list[_T], run: Callable[[_T], None], threads: int) -> None:
-    """``run`` each job: in turn with one thread, else one job a thread, each thread with
-    torch's intra-op threads set to one (its operators would otherwise start as many
-    again; restored after). torch's operators release the GIL."""
+def _side_by_side(
+    jobs: list[_T], run: Callable[[_T], None], threads: int, check: Callable[[], None] | None
+) -> None:
+    """``run`` each job: in turn with one thread, else in rounds of one job a thread, each
+    thread with torch's intra-op threads set to one (its operators would otherwise start as
+    many again; restored after; torch's operators release the GIL). ``check`` is called
+    in the calling thread before each job (each round): what it reads may be that
+    thread's own (:func:`aetool.denoise.cancel._check_cancel` is)."""
     if threads <= 1 or len(jobs) <= 1:
         for job in jobs:
+            if check is not None:
+                check()
             run(job)
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-            list(pool.map(run, jobs))
+            for i in range(0, len(jobs), threads):
+                if check is not None:
+                    check()
+                list(pool.map(run, jobs[i : i + threads]))
     finally:
         torch.set_num_threads(before)
 
@@ -276,18 +283,17 @@ def _refine(
     cols = gc + ([lc] if lc is not None else [])
     band = _BAND if dev.type == "cpu" else len(rows)
     bands = [rows[i : i + band] for i in range(0, len(rows), band)]
+    # the bands run in rounds, one a thread; each adds into the numerator and denominator
+    # of its place in its round, which no other band of the round touches
     parts = min(threads, len(bands))
-    # contiguous runs of bands, one a thread, each summed into its own numerator/denominator
-    runs = [bands[i * len(bands) // parts : (i + 1) * len(bands) // parts] for i in range(parts)]
-    sums = [(torch.zeros(hp, wp, device=dev), torch.zeros(hp, wp, device=dev)) for _ in runs]
+    sums = [
+        (torch.zeros(hp, wp, device=dev), torch.zeros(hp, wp, device=dev)) for _ in range(parts)
+    ]
 
-    def run(i: int) -> None:
-        for refs in runs[i]:
-            if check is not None:
-                check()
-            _filter_band(both, refs, cols, s2, *sums[i])
+    def run(job: tuple[int, list[int]]) -> None:
+        _filter_band(both, job[1], cols, s2, *sums[job[0] % parts])
 
-    _side_by_side(list(range(parts)), run, threads)
+    _side_by_side(list(enumerate(bands)), run, threads, check)
     num, den = sums[0]
     for more_num, more_den in sums[1:]:
         num += more_num

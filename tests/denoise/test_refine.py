@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import numpy as np
 import pytest
@@ -128,12 +128,16 @@ def test_bands_one_a_thread_give_the_whole_plane_result(
     monkeypatch.setattr(refine, "_BAND", 1000)  # all 49 rows of reference patches at once
     whole = wiener_refine(noisy, pilot, 0.08)
     monkeypatch.setattr(refine, "_BAND", 6)  # 49 rows -> 9 bands (the last of 1 row)
-    for count in (1, 3):  # in turn; three threads of contiguous runs of bands
+    for count in (1, 3):  # in turn; in rounds of three, one band a thread
         threads(count)
-        calls: list[int] = []
-        banded = wiener_refine(noisy, pilot, 0.08, check=partial(calls.append, 1))
+        checked_in: list[int] = []
+        banded = wiener_refine(
+            noisy, pilot, 0.08, check=lambda seen=checked_in: seen.append(threading.get_ident())
+        )
         assert torch.get_num_threads() == count  # restored after the bands ran
-        assert len(calls) == 9  # one check a band
+        # once a band in turn, once a round side by side; always in the calling thread,
+        # whose own cancel flag the denoiser's check reads
+        assert checked_in == [threading.get_ident()] * (9 if count == 1 else 3)
         np.testing.assert_allclose(banded, whole, atol=1e-5)
 
 
