@@ -6,8 +6,10 @@ probability 0) outside its test split and in the bucket ``sha256("val:" + name) 
 1 only). Training uses the other normal cells outside the test split. Each run
 trains the draem segmentation network for ``--steps`` steps as ``train_draem``
 does (batch 16, Adam 1e-3, 50 warm-up steps, cosine), then prints the validation
-ROC AUC of the image score (mean of the map's top 1%) without and with flip
-averaging, as one JSON line.
+ROC AUC of the image score without and with flip averaging, as one JSON line:
+the mean of the map's top 1% (``val_auc_*``) and the same less the map's mean
+(``val_auc_*_minus_mean``, the ``centred_score`` that ``aetool train`` builds
+now). ``--save PATH`` writes the network's weights (safetensors).
 
 Variants: ``--work`` (working size), ``--crop`` (train on random crops of the
 working size, score whole images), ``--split W`` (add a "crack that splits the
@@ -134,6 +136,7 @@ def main() -> None:
     ap.add_argument("--p-anomaly", type=float, default=0.6, help="share of images given defects")
     ap.add_argument("--base", type=int, default=16, help="the U-Net's first width")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default="", help="write the network's weights here (safetensors)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     cells = load(a.type)
@@ -183,13 +186,19 @@ def main() -> None:
                 out = []
                 for i in range(0, len(v), 32):
                     f = model.anomaly_map(torch.from_numpy(v[i : i + 32]))[:, 0].flatten(1)
-                    out.append(f.topk(max(1, f.shape[1] // 100), 1).values.mean(1).numpy())
+                    top = f.topk(max(1, f.shape[1] // 100), 1).values.mean(1)
+                    out.append(torch.stack([top, top - f.mean(1)], 1).numpy())
                 scores[k] = np.concatenate(out)
         for k in ("p067", "p033"):
             y = np.r_[np.zeros(len(scores["val"])), np.ones(len(scores[k]))]
-            auc = roc_auc_score(y, np.r_[scores["val"], scores[k]])
-            result[f"val_auc_{k}" + ("_flips" if flips else "")] = round(float(auc), 3)
+            for j, reduce in enumerate(("", "_minus_mean")):
+                auc = roc_auc_score(y, np.r_[scores["val"][:, j], scores[k][:, j]])
+                result[f"val_auc_{k}" + ("_flips" if flips else "") + reduce] = round(float(auc), 3)
     print(json.dumps(result), flush=True)
+    if a.save:
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), a.save)
 
 
 if __name__ == "__main__":

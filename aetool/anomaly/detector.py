@@ -39,7 +39,7 @@ from PIL import Image
 
 from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.pipeline import score_images
-from aetool.anomaly.scores import error_maps, reduce_maps
+from aetool.anomaly.scores import anomaly_maps, centred_score, reduce_maps, resolve_score_kind
 from aetool.anomaly.thresholds import Threshold, fit_threshold, parse_threshold
 from aetool.data.cache import ImageSet, load_images
 from aetool.data.decode import _resize, parse_size
@@ -79,7 +79,9 @@ class AnomalyDetector:
             default the images' common size (``aetool train --image-size``).
         channels: 1 or 3; default from the data (``--channels``).
         resize: ``stretch`` or ``crop`` (``--resize``).
-        score_kind: ``mse``, ``ssim`` or ``max-local`` (``aetool score --score``).
+        score_kind: ``auto`` (a draem's own map, the mean squared error for the
+            autoencoders), ``model``, ``mse``, ``ssim`` or ``max-local``
+            (``aetool score --score``).
         threshold: ``auto``, a number, ``pQ`` or ``Ksigma`` (``aetool score -t``).
         **train_options: any :class:`~aetool.training.config.TrainConfig`
             field (``epochs``, ``batch_size``, ``lr``, ``val_split``,
@@ -103,7 +105,7 @@ class AnomalyDetector:
         image_size: int | str | tuple[int, int] | None = None,
         channels: int | None = None,
         resize: str = "stretch",
-        score_kind: str = "mse",
+        score_kind: str = "auto",
         threshold: str | float = "auto",
         **train_options: Any,
     ) -> None:
@@ -200,7 +202,9 @@ class AnomalyDetector:
     def threshold_(self) -> Threshold:
         """The threshold ``predict`` uses, fitted to the model's validation scores."""
         spec = parse_threshold(str(self.threshold))
-        return fit_threshold(spec, self._loaded().validation_scores(self.score_kind))
+        loaded = self._loaded()
+        kind = resolve_score_kind(self.score_kind, loaded.model)
+        return fit_threshold(spec, loaded.validation_scores(kind))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """One anomaly score per image, float64 ``(N,)``; higher is more anomalous.
@@ -236,6 +240,7 @@ class AnomalyDetector:
         resize = pre.get("resize") or "stretch"
         device = resolve_device(self.device)
         model = place(loaded.model, device).eval()
+        kind = resolve_score_kind(self.score_kind, model)
         prepared = [_prepare(a, channels, size, resize, keep_float=True) for a in arrays]
         # Same-size images go through the model together; native-size models see each alone.
         step = self.batch_size if size is not None else 1
@@ -243,8 +248,8 @@ class AnomalyDetector:
             chunk = prepared[i : i + step]
             x = torch.from_numpy(np.stack(chunk)).to(device)
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-            maps = error_maps(x, model(x).float(), self.score_kind)
-            yield reduce_maps(maps, self.score_kind).cpu().numpy()
+            maps = anomaly_maps(model, x, kind)
+            yield reduce_maps(maps, kind, centred_score(model)).cpu().numpy()
 
     # -- files --------------------------------------------------------------
 

@@ -29,7 +29,8 @@ class ScoreOptions:
 
     Attributes:
         score_kind: ``auto`` (``model`` for models with their own anomaly
-            map, else ``mse``), ``model`` (the model's map, mean of its top 1%),
+            map, else ``mse``), ``model`` (the model's map, mean of its top 1%,
+            less the map's mean for models with ``centred_score``),
             ``mse`` (mean squared error, [0, 1] pixel units),
             ``ssim`` (1 - mean SSIM) or ``max-local`` (max of the 5x5-smoothed
             squared-error map).

@@ -55,7 +55,7 @@ from aetool.anomaly.mapscale import MapScale, map_scale
 from aetool.anomaly.masks import pixel_threshold, write_mask
 from aetool.anomaly.options import ScoreOptions
 from aetool.anomaly.results import ScoreRow, build_score_row
-from aetool.anomaly.scores import anomaly_maps, reduce_maps, resolve_score_kind
+from aetool.anomaly.scores import anomaly_maps, centred_score, reduce_maps, resolve_score_kind
 from aetool.anomaly.summary import ScoreSummary
 from aetool.anomaly.thresholds import Threshold, ThresholdSpec, fit_threshold, parse_threshold
 from aetool.data.cache import decode_file, decode_processes, iter_batches
@@ -367,7 +367,7 @@ class ScoreRun:
             x = torch.from_numpy(np.stack([d.data for d in group]))  # type: ignore[misc]
             x = x.to(self.device).float().div_(255.0)
             maps = anomaly_maps(model, x, self.score_kind)
-            s = reduce_maps(maps, self.score_kind)
+            s = reduce_maps(maps, self.score_kind, centred_score(model))
             maps_np = maps.cpu().numpy()
             for d, score, emap in zip(group, s.cpu().tolist(), maps_np, strict=True):
                 yield d, float(score), emap

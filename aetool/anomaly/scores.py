@@ -9,7 +9,13 @@ are ``(N, C, H, W)`` tensors in [0, 1].
 Models that predict their own anomaly map (``anomaly_map(x) -> (N, 1, H, W)``,
 such as :mod:`~aetool.models.draem`) add a fourth kind, ``model``: that map,
 reduced to the mean of its highest :data:`TOP_SHARE` of pixels (a defect
-of a few hundred pixels decides the score, one stray pixel does not).
+of a few hundred pixels decides the score, one stray pixel does not). A model
+whose ``centred_score`` is true (what ``aetool train`` builds for draem) then
+subtracts the mean of its map: a defect stands out against the image's own
+background, so a normal image that is busy all over (the grain of
+multicrystalline solar cells) is not taken for one (BENCHMARKS.md, issue 17);
+models without the attribute keep the plain top share (their stored
+validation scores were computed that way).
 ``auto`` means ``model`` for such models and ``mse`` for the others
 (:func:`resolve_score_kind`).
 """
@@ -29,6 +35,7 @@ __all__ = [
     "SCORE_KIND_CHOICES",
     "TOP_SHARE",
     "anomaly_maps",
+    "centred_score",
     "error_maps",
     "has_anomaly_map",
     "image_scores",
@@ -68,6 +75,11 @@ def resolve_score_kind(kind: str, model: nn.Module) -> str:
     return kind
 
 
+def centred_score(model: nn.Module) -> bool:
+    """Whether the model's ``model`` score subtracts the mean of its map."""
+    return bool(getattr(model, "centred_score", False))
+
+
 def anomaly_maps(model: nn.Module, x: Tensor, kind: str) -> Tensor:
     """Per-pixel maps ``(N, H, W)`` of a model for a resolved score kind."""
     if kind == "model":
@@ -94,15 +106,17 @@ def error_maps(x: Tensor, recon: Tensor, kind: str = "mse") -> Tensor:
     raise ConfigError(f"unknown score {kind!r}; choose one of: {', '.join(SCORE_KINDS)}")
 
 
-def reduce_maps(maps: Tensor, kind: str = "mse") -> Tensor:
+def reduce_maps(maps: Tensor, kind: str = "mse", centred: bool = False) -> Tensor:
     """One score per error map ``(N,)``: the maximum for ``max-local``, the mean of the
-    top :data:`TOP_SHARE` for ``model``, else the mean."""
+    top :data:`TOP_SHARE` for ``model`` (less the map's mean when ``centred``, see
+    :func:`centred_score`), else the mean."""
     if kind == "max-local":
         return maps.flatten(1).amax(dim=1)
     if kind == "model":
         flat = maps.flatten(1)
         k = max(1, math.ceil(flat.shape[1] * TOP_SHARE))
-        return torch.topk(flat, k, dim=1).values.mean(dim=1)
+        top = torch.topk(flat, k, dim=1).values.mean(dim=1)
+        return top - flat.mean(dim=1) if centred else top
     return maps.flatten(1).mean(dim=1)
 
 

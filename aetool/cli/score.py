@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 @model_option
 @score_kind_option(
     "auto: model for models with their own anomaly map (draem), else mse; model: the "
-    "model's map, mean of its top 1%; mse: mean squared error in [0,1] pixel units; "
+    "model's map, mean of its top 1% less its mean; mse: mean squared error in [0,1] pixel units; "
     "ssim: 1 - mean SSIM; max-local: max of the 5x5-smoothed squared-error map."
 )
 @threshold_option(

@@ -19,6 +19,9 @@ With ``flip_average`` the map is the mean of the maps of the image and of its
 left-right and up-down mirror images (test-time augmentation; what ``aetool
 train`` builds): on held-out ELPV cells it ranked real defects higher for
 every model tried (BENCHMARKS.md, issue 17) at three times the inference cost.
+With ``centred_score`` (also what ``aetool train`` builds) the image score
+subtracts the map's mean from the mean of its top 1%: a normal cell whose
+grain makes the whole map warm scores lower than a local defect.
 
 ``forward`` returns the reconstruction (the input itself without the
 reconstructive subnetwork), so the reconstruction-error score kinds stay
@@ -118,6 +121,8 @@ class DraemModel(AutoEncoder):
         reconstructive: also build the reconstructive subnetwork.
         flip_average: :meth:`anomaly_map` averages the maps of the image and of its
             mirror images.
+        centred_score: the image score (``--score model``) is the mean of the
+            map's top 1% less the map's mean (:func:`aetool.anomaly.scores.reduce_maps`).
     """
 
     fully_convolutional = True
@@ -135,14 +140,17 @@ class DraemModel(AutoEncoder):
         unshuffle: int = 2,
         reconstructive: bool = False,
         flip_average: bool = False,
+        centred_score: bool = False,
     ) -> None:
         super().__init__()
         self._arch_args = dict(
             channels=channels, height=height, width=width, latent_dim=latent_dim,
             base_channels=base_channels, depth=depth, unshuffle=unshuffle,
             reconstructive=reconstructive, flip_average=flip_average,
+            centred_score=centred_score,
         )  # fmt: skip
         self.flip_average = flip_average
+        self.centred_score = centred_score
         self.multiple = unshuffle * 2**depth
         self.rec = (
             _Reconstructive(channels, base_channels, depth, unshuffle) if reconstructive else None

@@ -129,7 +129,7 @@ class _DraemRun:
         self.device = resolve_device(cfg.device)
         mcfg.channels = images.channels
         mcfg.height, mcfg.width = images.size
-        mcfg.extra = {"flip_average": True, **(mcfg.extra or {})}
+        mcfg.extra = {"flip_average": True, "centred_score": True, **(mcfg.extra or {})}
         torch.manual_seed(cfg.seed)
         self.model = DraemModel(
             channels=images.channels, height=mcfg.height, width=mcfg.width,
@@ -209,8 +209,8 @@ def train_draem(
     Args:
         images: decoded normal images, all of one size.
         model_config: ``extra`` holds :class:`DraemModel` arguments
-            (``base_channels``, ``reconstructive``, ...; ``flip_average`` is on
-            unless given).
+            (``base_channels``, ``reconstructive``, ...; ``flip_average`` and
+            ``centred_score`` are on unless given).
         config: training settings; ``epochs`` counts :data:`STEPS_PER_EPOCH`
             steps (default :data:`DEFAULT_STEPS` steps in all), ``time_budget``
             (seconds) ends the run earlier when time runs out.

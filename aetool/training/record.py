@@ -26,7 +26,13 @@ from torch import Tensor
 
 from aetool import __version__
 from aetool.anomaly.mapscale import MAP_SAMPLE, map_statistics
-from aetool.anomaly.scores import SCORE_KINDS, error_maps, has_anomaly_map, reduce_maps
+from aetool.anomaly.scores import (
+    SCORE_KINDS,
+    centred_score,
+    error_maps,
+    has_anomaly_map,
+    reduce_maps,
+)
 from aetool.data.cache import ImageSet
 from aetool.models.file import save_model
 from aetool.models.registry import AutoEncoder, ModelConfig
@@ -197,7 +203,7 @@ def validation_record(model: AutoEncoder, chunks: Iterable[Tensor], source: str)
                 maps = model.anomaly_map(clean)[:, 0].float()  # type: ignore[operator]
             else:
                 maps = error_maps(clean, recon, kind)
-            scores[kind].extend(reduce_maps(maps, kind).cpu().tolist())
+            scores[kind].extend(reduce_maps(maps, kind, centred_score(model)).cpu().tolist())
             flat = maps.flatten().float().cpu()
             if flat.numel() > MAP_SAMPLE:
                 flat = flat[torch.randperm(flat.numel(), generator=gen)[:MAP_SAMPLE]]

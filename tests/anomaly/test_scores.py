@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aetool.anomaly.scores import SCORE_KINDS, error_maps, image_scores
+from aetool.anomaly.scores import SCORE_KINDS, error_maps, image_scores, reduce_maps
 from aetool.errors import ConfigError
 from aetool.metrics import ssim_map
 
@@ -71,3 +71,22 @@ def test_error_maps_mse_value_and_half_precision() -> None:
     maps = error_maps(x, y, "mse")
     assert maps.dtype == torch.float32
     assert torch.allclose(maps, torch.full((1, 4, 4), 0.25))
+
+
+def test_model_score_is_the_top_share_and_centred_subtracts_the_maps_mean() -> None:
+    # 10x10 maps: a busy one (0.4 everywhere, one 0.9 pixel) and a quiet one (0.0
+    # everywhere, one 0.9 pixel); the top 1% of 100 pixels is that one pixel.
+    busy = torch.full((10, 10), 0.4)
+    busy[3, 4] = 0.9
+    quiet = torch.zeros(10, 10)
+    quiet[7, 1] = 0.9
+    maps = torch.stack([busy, quiet])
+    assert reduce_maps(maps, "model").tolist() == pytest.approx([0.9, 0.9])
+    # centred: 0.9 - mean; busy mean = (99 * 0.4 + 0.9) / 100, quiet mean = 0.009
+    want = [0.9 - (99 * 0.4 + 0.9) / 100, 0.9 - 0.009]
+    assert reduce_maps(maps, "model", centred=True).tolist() == pytest.approx(want)
+    # 250 pixels: the top 1% is ceil(2.5) = 3 pixels
+    m = torch.zeros(1, 250)
+    m[0, :3] = torch.tensor([1.0, 0.5, 0.3])
+    assert reduce_maps(m, "model").item() == pytest.approx(0.6)
+    assert reduce_maps(m, "model", centred=True).item() == pytest.approx(0.6 - 1.8 / 250)

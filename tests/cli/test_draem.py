@@ -54,7 +54,19 @@ def test_scores_use_the_models_map_and_find_the_painted_defects(
     assert "AUPRO" in err
     from aetool.models.file import load_model
 
-    assert load_model(draem_model).metadata["arch_args"]["flip_average"] is True  # the default
+    loaded = load_model(draem_model)
+    assert loaded.metadata["arch_args"]["flip_average"] is True  # the default
+    assert loaded.metadata["arch_args"]["centred_score"] is True  # the default
+    # the score is the mean of the map's top 1% less the map's mean (24x24: top 6 pixels)
+    by_name = {Path(r["path"]).relative_to(score_tree / "test").as_posix(): r for r in rows}
+    for name in ("blob/000.png", "good/img001.png"):
+        img = np.asarray(Image.open(score_tree / "test" / name), dtype=np.float32) / 255
+        with torch.no_grad():
+            amap = loaded.model.anomaly_map(torch.from_numpy(img)[None, None])[0, 0].numpy()
+        flat = np.sort(amap.ravel())
+        assert float(by_name[name]["score"]) == pytest.approx(
+            flat[-6:].mean() - flat.mean(), abs=1e-5
+        )
     rep = json.loads(report.read_text())
     assert rep["score_kind"] == "model"
     assert rep["threshold"]["rule"].startswith("auto")
@@ -158,3 +170,19 @@ def test_html_report_of_a_draem_model(score_tree: Path, draem_model: Path, tmp_p
     assert res.exit_code == 0, res.stderr
     html = out.read_text()
     assert "<th>score</th><td>model</td>" in html and "<img" in html
+
+
+def test_detector_scores_arrays_of_a_draem_model_as_the_cli_does(
+    score_tree: Path, draem_model: Path
+) -> None:
+    from aetool import AnomalyDetector
+
+    det = AnomalyDetector.load(draem_model)
+    names = ["blob/000.png", "scratch/003.png", "good/img001.png"]
+    arrays = [np.asarray(Image.open(score_tree / "test" / n)) for n in names]
+    got = det.decision_function(arrays)
+    rows, _ = _score([*(str(score_tree / "test" / n) for n in names), "-m", str(draem_model)])
+    want = [float(r["score"]) for r in rows]
+    assert got == pytest.approx(want, abs=1e-5)
+    assert len(set(np.round(got, 6))) == 3  # the model's map, not the mse of an identity (0)
+    assert det.threshold_.value == pytest.approx(float(rows[0]["threshold"]))

@@ -366,7 +366,7 @@ def test_a_non_finite_score_is_an_error_row(
     import aetool.anomaly.pipeline as pipeline
 
     real = pipeline.reduce_maps
-    monkeypatch.setattr(pipeline, "reduce_maps", lambda m, k: real(m, k) * float("nan"))
+    monkeypatch.setattr(pipeline, "reduce_maps", lambda *a: real(*a) * float("nan"))
     res = invoke(["score", str(imgs), "-m", str(score_model), "--device", "cpu",
                   "--fail-on-anomaly"])  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(res.stdout)))

@@ -77,3 +77,39 @@ def test_auto_rule_keeps_conv_for_tiny_images() -> None:
     assert choose_arch([(128, 128)]) == ("draem", (128, 128))
     assert choose_arch([(200, 300), (300, 200)]) == ("draem", (128, 128))
     assert choose_arch([]) == ("conv", None)
+
+
+def test_files_without_centred_score_keep_the_plain_top_share(tmp_path: Path) -> None:
+    """A file written before ``centred_score`` existed scores as it did (its stored
+    validation scores were computed that way); new ones subtract the map's mean."""
+    from aetool.anomaly.scores import centred_score, reduce_maps
+
+    torch.manual_seed(3)
+    model = DraemModel(channels=1, height=32, width=32, base_channels=4, depth=2).eval()
+    meta = {"preprocessing": {"channels": 1, "height": 32, "width": 32}}
+    path = save_model(tmp_path / "old.safetensors", model, meta)
+    # the old arch_args had no centred_score
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        header = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    m = _json.loads(header["aetool"])
+    del m["arch_args"]["centred_score"]
+    header["aetool"] = _json.dumps(m)
+    save_file(tensors, str(path), metadata=header)
+    old = load_model(path)
+    assert "centred_score" not in old.metadata["arch_args"]
+    assert centred_score(old.model) is False
+    new = load_model(
+        save_model(tmp_path / "new.safetensors", DraemModel(1, 32, 32, centred_score=True), meta)
+    )
+    assert centred_score(new.model) is True
+    maps = torch.rand(2, 32, 32)
+    assert torch.allclose(
+        reduce_maps(maps, "model", centred_score(new.model)),
+        reduce_maps(maps, "model") - maps.flatten(1).mean(1),
+    )
