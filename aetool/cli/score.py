@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 @model_option
 @score_kind_option(
     "auto: model for models with their own anomaly map (draem), else mse; model: the "
-    "model's map, mean of its top 1% less its mean; mse: mean squared error in [0,1] pixel units; "
-    "ssim: 1 - mean SSIM; max-local: max of the 5x5-smoothed squared-error map."
+    "model's map, mean of its top 1% less its mean (older draem files: top 1%); "
+    "mse: mean squared error in [0,1] pixel units; ssim: 1 - mean SSIM; "
+    "max-local: max of the 5x5-smoothed squared-error map."
 )
 @threshold_option(
     "auto (median + 4*1.4826*MAD of the model's validation scores), a number, "
