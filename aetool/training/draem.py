@@ -64,7 +64,7 @@ STEPS_PER_EPOCH = 50
 DEFAULT_STEPS = 2000
 #: Images whose short side is at least this train ``draem`` under ``--arch auto``: on
 #: 300 px solar cells it beat the conv autoencoder and PCA, on 64 px texture crops it
-#: lost to both (BENCHMARKS.md, issue 17).
+#: was no better than conv on validation crops and below PCA (BENCHMARKS.md, issue 17).
 DRAEM_MIN_SIDE = 128
 #: ``draem`` working size: larger images are resized to this square.
 DRAEM_WORK_SIZE = 128

@@ -73,7 +73,7 @@ def test_auto_rule_keeps_conv_for_tiny_images() -> None:
     assert choose_arch([(8, 8)] * 3) == ("conv", None)
     assert choose_arch([(28, 28), (300, 300)]) == ("conv", None)
     assert choose_arch([(300, 300)] * 2) == ("draem", (128, 128))
-    assert choose_arch([(64, 96)]) == ("conv", None)  # 64 px texture crops: conv won
+    assert choose_arch([(64, 96)]) == ("conv", None)  # 64 px crops: draem no better
     assert choose_arch([(128, 128)]) == ("draem", (128, 128))
     assert choose_arch([(200, 300), (300, 200)]) == ("draem", (128, 128))
     assert choose_arch([]) == ("conv", None)
