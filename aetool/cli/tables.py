@@ -12,6 +12,7 @@ from rich.table import Table
 
 from aetool.cli.console import fmt_number, plain
 from aetool.denoise.pipeline import DenoiseSummary
+from aetool.training.draem import STEPS_PER_EPOCH
 from aetool.training.record import TrainResult, sample_grid_path
 
 
@@ -34,6 +35,24 @@ def print_mapping(console: Console, title: str, items: Mapping[str, Any]) -> Non
     console.print(table)
 
 
+def _run_status(t: dict[str, Any]) -> str:
+    """How a training run ended, from its record: interrupted, stopped early (patience),
+    ended by ``--time-budget`` before its epochs or steps, or completed."""
+    if not t.get("completed", True):
+        return "interrupted (resumable)"
+    if t.get("stopped_early"):
+        return "stopped early"
+    budget = (t.get("config") or {}).get("time_budget")
+    planned = t.get("epochs_requested") or 0
+    if "steps" in t:  # draem counts steps, STEPS_PER_EPOCH an epoch; the last may be partial
+        short = t["steps"] < planned * STEPS_PER_EPOCH
+    else:
+        short = t.get("epochs_run", 0) < planned
+    if budget and short:
+        return f"ended by the time budget, {budget / 60:g} min"
+    return "completed"
+
+
 def print_train_summary(console: Console, result: TrainResult, path: Path) -> None:
     t = result.metadata["training"]
     v = result.metadata["validation"]
@@ -49,10 +68,7 @@ def print_train_summary(console: Console, result: TrainResult, path: Path) -> No
     table.add_row("images", f"{t['train_count']} train / {t['val_count']} validation")
     if t["skipped"]:
         table.add_row("skipped", f"{len(t['skipped'])} unreadable file(s)")
-    status = "interrupted (resumable)" if not t["completed"] else (
-        "stopped early" if t["stopped_early"] else "completed"
-    )  # fmt: skip
-    table.add_row("epochs", f"{t['epochs_run']} run, best {best} ({status})")
+    table.add_row("epochs", f"{t['epochs_run']} run, best {best} ({_run_status(t)})")
     if best:
         vl = hist["val_loss"][best - 1]
         table.add_row(
@@ -184,7 +200,7 @@ def _add_training_rows(table: Table, t: dict[str, Any]) -> None:
         table.add_row("final loss", f"train {hist['train_loss'][-1]:.5f}"
                       + (f", val {vl[-1]:.5f}" if vl[-1] is not None else ""))  # fmt: skip
     table.add_row("run", f"{t.get('seconds', 0):.1f} s on {t.get('device')}, "
-                  f"{'completed' if t.get('completed', True) else 'interrupted (resumable)'}, "
+                  f"{_run_status(t)}, "
                   f"{t.get('finished', '')}")  # fmt: skip
     init = t.get("init")
     while isinstance(init, dict):  # fine-tuned: the runs it started from, newest first

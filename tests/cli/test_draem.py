@@ -135,6 +135,7 @@ def test_train_auto_picks_draem_for_128px_and_stops_at_the_time_budget(tmp_path:
     t = meta["training"]
     assert t["time_budget"] == pytest.approx(3.0)
     assert 0 < t["steps"] < 100 * 50  # ended by the 3-second budget, not by --epochs
+    assert "(ended by the time budget, 0.05 min)" in res.stderr  # the summary says why
     assert meta["validation"]["maps"]["model"]["p999"] > 0
     assert len(meta["validation"]["scores"]["model"]) == t["val_count"]
 
@@ -161,6 +162,20 @@ def test_time_budget_also_ends_autoencoder_training(blob_folder: Path, tmp_path:
     assert res.exit_code == 0, res.stderr
     t = json.loads(CliRunner().invoke(cli, ["info", str(out), "--json"]).stdout)["training"]
     assert 1 <= t["epochs_run"] < 100000 and t["config"]["time_budget"] == pytest.approx(0.6)
+    assert "(ended by the time budget, 0.01 min)" in res.stderr
+    assert "ended by the time budget" in CliRunner().invoke(cli, ["info", str(out)]).stdout
+
+
+def test_a_run_that_ends_on_its_step_count_reads_completed(
+    blob_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    res = CliRunner().invoke(cli, ["train", str(blob_folder), "-o", str(out), "--arch", "conv",
+                                   "--epochs", "2", "--patience", "0", "--time-budget", "60",
+                                   "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "2 run, best" in res.stderr and "(completed)" in res.stderr
+    assert "time budget" not in res.stderr.split("Training summary")[-1]
 
 
 def test_html_report_of_a_draem_model(score_tree: Path, draem_model: Path, tmp_path: Path) -> None:
